@@ -1,0 +1,42 @@
+// Command kmigrate is the kmigrate binary: a Kafka-protocol proxy that moves
+// live applications from one Kafka cluster to another.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `kmigrate: move live Kafka applications between clusters.
+
+Usage:
+  kmigrate proxy [flags]    serve clients in front of the source cluster
+  kmigrate version          print the version
+
+Run "kmigrate <command> -h" for the flags of a command.
+`
+
+var version = "dev"
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "proxy":
+		err = runProxy(os.Args[2:])
+	case "version", "--version":
+		fmt.Println("kmigrate", version)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "kmigrate: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kmigrate:", err)
+		os.Exit(1)
+	}
+}

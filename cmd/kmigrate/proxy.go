@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kmigrate/kmigrate/proxy"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+)
+
+// upstreamFlags are the connection settings of one cluster, registered
+// under a prefix ("source-").
+type upstreamFlags struct {
+	bootstrap     string
+	tls           bool
+	tlsCA         string
+	tlsCert       string
+	tlsKey        string
+	tlsServerName string
+	saslMechanism string
+	saslUser      string
+	saslPassword  string
+}
+
+func (u *upstreamFlags) register(fs *flag.FlagSet, prefix, what string) {
+	fs.StringVar(&u.bootstrap, prefix+"bootstrap", "", "comma-separated host:port seed brokers of the "+what+" cluster")
+	fs.BoolVar(&u.tls, prefix+"tls", false, "connect to the "+what+" cluster with TLS")
+	fs.StringVar(&u.tlsCA, prefix+"tls-ca", "", "PEM CA bundle to verify the "+what+" brokers (implies TLS; default: system roots)")
+	fs.StringVar(&u.tlsCert, prefix+"tls-cert", "", "PEM client certificate for mTLS to the "+what+" cluster")
+	fs.StringVar(&u.tlsKey, prefix+"tls-key", "", "PEM client key for mTLS to the "+what+" cluster")
+	fs.StringVar(&u.tlsServerName, prefix+"tls-server-name", "", "expected TLS server name of the "+what+" brokers")
+	fs.StringVar(&u.saslMechanism, prefix+"sasl-mechanism", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 toward the "+what+" cluster")
+	fs.StringVar(&u.saslUser, prefix+"sasl-username", "", "SASL username for the "+what+" cluster")
+	fs.StringVar(&u.saslPassword, prefix+"sasl-password", "", "SASL password for the "+what+" cluster (prefer the environment variable KMIGRATE_"+strings.ToUpper(strings.ReplaceAll(prefix, "-", "_"))+"SASL_PASSWORD)")
+}
+
+func (u *upstreamFlags) build(name, envPrefix string) (proxy.Upstream, error) {
+	up := proxy.Upstream{Name: name}
+	for _, s := range strings.Split(u.bootstrap, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			if _, _, err := net.SplitHostPort(s); err != nil {
+				return up, fmt.Errorf("--%s-bootstrap: %q is not host:port", name, s)
+			}
+			up.Bootstrap = append(up.Bootstrap, s)
+		}
+	}
+	if len(up.Bootstrap) == 0 {
+		return up, fmt.Errorf("--%s-bootstrap is required (host:port of a %s broker)", name, name)
+	}
+	if u.tls || u.tlsCA != "" || u.tlsCert != "" {
+		cfg, err := clientTLS(u.tlsCA, u.tlsCert, u.tlsKey, u.tlsServerName)
+		if err != nil {
+			return up, fmt.Errorf("--%s-tls: %w", name, err)
+		}
+		up.TLS = cfg
+	}
+	if pw := os.Getenv(envPrefix + "SASL_PASSWORD"); pw != "" && u.saslPassword == "" {
+		u.saslPassword = pw
+	}
+	mech, err := saslMechanism(u.saslMechanism, u.saslUser, u.saslPassword)
+	if err != nil {
+		return up, fmt.Errorf("--%s-sasl-mechanism: %w", name, err)
+	}
+	up.SASL = mech
+	return up, nil
+}
+
+func saslMechanism(name, user, pass string) (sasl.Mechanism, error) {
+	switch strings.ToUpper(name) {
+	case "":
+		return nil, nil
+	case "PLAIN":
+		return plain.Auth{User: user, Pass: pass}.AsMechanism(), nil
+	case "SCRAM-SHA-256":
+		return scram.Auth{User: user, Pass: pass}.AsSha256Mechanism(), nil
+	case "SCRAM-SHA-512":
+		return scram.Auth{User: user, Pass: pass}.AsSha512Mechanism(), nil
+	default:
+		return nil, fmt.Errorf("unsupported mechanism %q (use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)", name)
+	}
+}
+
+func clientTLS(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+func runProxy(args []string) error {
+	fs := flag.NewFlagSet("kmigrate proxy", flag.ContinueOnError)
+	var (
+		source        upstreamFlags
+		listen        = fs.String("listen", "127.0.0.1:9092", "client-facing address")
+		advertise     = fs.String("advertise", "", "host:port clients are told to use (default: the listen address)")
+		adminListen   = fs.String("admin-listen", "127.0.0.1:9644", "admin HTTP address (/metrics, /healthz); empty disables it")
+		nodeID        = fs.Int("node-id", 0, "broker id the proxy presents to clients")
+		clientTLSCert = fs.String("client-tls-cert", "", "PEM certificate: serve clients over TLS")
+		clientTLSKey  = fs.String("client-tls-key", "", "PEM key for --client-tls-cert")
+		maxFrame      = fs.Int("max-frame-bytes", 100<<20, "largest request or response frame accepted")
+		maxInFlight   = fs.Int("max-in-flight", proxy.DefaultMaxInFlight, "outstanding requests per client connection before the proxy stops reading")
+		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
+	)
+	source.register(fs, "source-", "source")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	up, err := source.build("source", "KMIGRATE_SOURCE_")
+	if err != nil {
+		return err
+	}
+	if *maxFrame <= 0 || *maxFrame > 1<<30 {
+		return fmt.Errorf("--max-frame-bytes must be between 1 and 1073741824, got %d", *maxFrame)
+	}
+	cfg := proxy.Config{
+		Listen:        *listen,
+		Advertise:     *advertise,
+		NodeID:        int32(*nodeID),
+		MaxFrameBytes: int32(*maxFrame),
+		MaxInFlight:   *maxInFlight,
+		Source:        up,
+		Logger:        log,
+	}
+	if *clientTLSCert != "" || *clientTLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(*clientTLSCert, *clientTLSKey)
+		if err != nil {
+			return fmt.Errorf("--client-tls-cert/--client-tls-key: %w", err)
+		}
+		cfg.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Metrics = proxy.NewMetrics(reg)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	p, err := proxy.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+
+	if *adminListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		srv := &http.Server{Addr: *adminListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		ln, err := net.Listen("tcp", *adminListen)
+		if err != nil {
+			return fmt.Errorf("--admin-listen %s: %w", *adminListen, err)
+		}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin server stopped", "err", err)
+			}
+		}()
+		defer srv.Close()
+		log.Info("admin listening", "addr", ln.Addr().String())
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}

@@ -1,0 +1,88 @@
+package proxy
+
+import (
+	"context"
+
+	"github.com/kmigrate/kmigrate/protocol"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+var fetchTopics = topicAccess[kmsg.FetchRequestTopic, kmsg.FetchRequestTopicPartition]{
+	key:        func(t *kmsg.FetchRequestTopic) string { return topicKey(t.Topic, t.TopicID) },
+	partitions: func(t *kmsg.FetchRequestTopic) []kmsg.FetchRequestTopicPartition { return t.Partitions },
+	setParts:   func(t *kmsg.FetchRequestTopic, p []kmsg.FetchRequestTopicPartition) { t.Partitions = p },
+	partition:  func(p *kmsg.FetchRequestTopicPartition) int32 { return p.Partition },
+}
+
+var fetchResponseTopics = topicAccess[kmsg.FetchResponseTopic, kmsg.FetchResponseTopicPartition]{
+	key:        func(t *kmsg.FetchResponseTopic) string { return topicKey(t.Topic, t.TopicID) },
+	partitions: func(t *kmsg.FetchResponseTopic) []kmsg.FetchResponseTopicPartition { return t.Partitions },
+	setParts:   func(t *kmsg.FetchResponseTopic, p []kmsg.FetchResponseTopicPartition) { t.Partitions = p },
+}
+
+// handleFetch splits a fetch by partition leader. Fetch sessions (KIP-227)
+// are not passed through: a client's partitions may span brokers and, after
+// a cutover, clusters, so upstream fetches are sessionless (epoch -1) and the
+// client is told no session exists (session id 0), which makes it send full
+// fetches. Record batches are forwarded as opaque bytes.
+func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
+	req, err := decodeRequest[kmsg.FetchRequest](r)
+	if err != nil {
+		return nil, err
+	}
+	req.SessionID, req.SessionEpoch, req.ForgottenTopics = 0, -1, nil
+	split, order := splitByBroker(req.Topics, fetchTopics, c.router())
+	if len(order) == 0 { // an empty fetch still gets an answer
+		order = []int32{c.p.source.anyBroker()}
+	}
+	calls, err := c.scatter(r, order, func(b int32) kmsg.Request {
+		sub := *req
+		sub.Topics = split[b]
+		return &sub
+	}, true)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		resps, err := gather[kmsg.FetchResponse](ctx, calls, r.APIVersion)
+		if err != nil {
+			return nil, err
+		}
+		merged := resps[0]
+		if len(resps) > 1 {
+			lists := make([][]kmsg.FetchResponseTopic, len(resps))
+			for i, resp := range resps {
+				lists[i] = resp.Topics
+				merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
+				if merged.ErrorCode == 0 {
+					merged.ErrorCode = resp.ErrorCode
+				}
+			}
+			merged.Topics = mergeTopics(lists, fetchResponseTopics)
+		}
+		merged.SessionID = 0
+		c.p.rewriteFetchHints(merged)
+		return merged.AppendTo(nil), nil
+	}, nil
+}
+
+// rewriteFetchHints hides upstream brokers: KIP-951 leader hints point at
+// the proxy and KIP-392 preferred read replicas are withdrawn (the client
+// must keep fetching through the proxy).
+func (p *Proxy) rewriteFetchHints(resp *kmsg.FetchResponse) {
+	for i := range resp.Topics {
+		parts := resp.Topics[i].Partitions
+		for j := range parts {
+			pt := &parts[j]
+			if pt.CurrentLeader.LeaderID >= 0 {
+				pt.CurrentLeader.LeaderID = p.cfg.NodeID
+			}
+			pt.PreferredReadReplica = -1
+		}
+	}
+	if len(resp.Brokers) > 0 {
+		b := kmsg.NewFetchResponseBroker()
+		b.NodeID, b.Host, b.Port = p.cfg.NodeID, p.advHost, p.advPort
+		resp.Brokers = []kmsg.FetchResponseBroker{b}
+	}
+}

@@ -1,0 +1,57 @@
+package proxy
+
+import (
+	"context"
+
+	"github.com/kmigrate/kmigrate/protocol"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleMetadata forwards to any broker, learns leaders and brokers from the
+// answer, then shows the client a one-broker cluster: the proxy leads every
+// partition and is the controller. A later cutover can then move a partition
+// between clusters without the client's topology changing.
+func handleMetadata(c *clientConn, r *protocol.Request) (finishFunc, error) {
+	req, err := decodeRequest[kmsg.MetadataRequest](r)
+	if err != nil {
+		return nil, err
+	}
+	allTopics := req.Topics == nil
+	cl, err := c.forward(c.p.source.anyBroker(), r, r.Body, true)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		body, err := cl.wait(ctx)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := decodeResponse[kmsg.MetadataResponse](body, r.APIVersion)
+		if err != nil {
+			return nil, err
+		}
+		c.p.source.learnMetadata(resp, allTopics)
+		c.p.rewriteMetadata(resp)
+		return resp.AppendTo(nil), nil
+	}, nil
+}
+
+func (p *Proxy) rewriteMetadata(resp *kmsg.MetadataResponse) {
+	self := p.cfg.NodeID
+	b := kmsg.NewMetadataResponseBroker()
+	b.NodeID, b.Host, b.Port = self, p.advHost, p.advPort
+	resp.Brokers = []kmsg.MetadataResponseBroker{b}
+	resp.ControllerID = self
+	for i := range resp.Topics {
+		parts := resp.Topics[i].Partitions
+		for j := range parts {
+			pt := &parts[j]
+			if pt.Leader >= 0 {
+				pt.Leader = self
+			}
+			pt.Replicas = []int32{self}
+			pt.ISR = []int32{self}
+			pt.OfflineReplicas = nil
+		}
+	}
+}

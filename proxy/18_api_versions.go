@@ -1,0 +1,45 @@
+package proxy
+
+import (
+	"context"
+	"sort"
+
+	"github.com/kmigrate/kmigrate/protocol"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleApiVersions answers locally with the versions the proxy can serve.
+// A version the proxy does not know is answered in the v0 body format with
+// UNSUPPORTED_VERSION (KIP-511): the client cannot parse anything newer and
+// retries with the highest version listed.
+func handleApiVersions(c *clientConn, r *protocol.Request) (finishFunc, error) {
+	table := c.p.apiVersions()
+	resp := kmsg.NewPtrApiVersionsResponse()
+	keys := make([]int16, 0, len(table))
+	for k := range table {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	for _, k := range keys {
+		ak := kmsg.NewApiVersionsResponseApiKey()
+		ak.ApiKey, ak.MinVersion, ak.MaxVersion = k, table[k][0], table[k][1]
+		resp.ApiKeys = append(resp.ApiKeys, ak)
+	}
+	if !c.p.versionAllowed(apiVersionsKey, r.APIVersion) {
+		resp.Version = 0
+		resp.ErrorCode = kerr.UnsupportedVersion.Code
+		body := resp.AppendTo(nil)
+		return func(context.Context) ([]byte, error) { return body, nil }, nil
+	}
+	resp.Version = r.APIVersion
+	// Features (KIP-584) steer clients, e.g. transaction.version for
+	// KIP-890: pass the upstream's through.
+	up := c.p.source.features()
+	if up != nil {
+		resp.SupportedFeatures = up.SupportedFeatures
+		resp.FinalizedFeaturesEpoch = up.FinalizedFeaturesEpoch
+		resp.FinalizedFeatures = up.FinalizedFeatures
+	}
+	return respond(resp), nil
+}

@@ -1,0 +1,49 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"log/slog"
+
+	"github.com/twmb/franz-go/pkg/sasl"
+)
+
+// Config describes one proxy instance: where it listens, what it advertises
+// to clients, and how it reaches the upstream cluster.
+type Config struct {
+	// Listen is the client-facing address, e.g. "127.0.0.1:9092" or
+	// "127.0.0.1:0" for a free port.
+	Listen string
+	// Advertise is the host:port clients are told to connect to in every
+	// Metadata, FindCoordinator and DescribeCluster answer. Empty means the
+	// address the listener actually bound.
+	Advertise string
+	// NodeID is the broker id the proxy presents itself as.
+	NodeID int32
+	// ClientTLS, when set, makes the client listener speak TLS.
+	ClientTLS *tls.Config
+	// MaxFrameBytes bounds a single request or response frame; 0 means
+	// protocol.DefaultMaxFrameBytes (100 MiB, Kafka's socket.request.max.bytes).
+	MaxFrameBytes int32
+	// MaxInFlight bounds the requests one client connection may have
+	// outstanding; the proxy stops reading from that client beyond it.
+	// 0 means DefaultMaxInFlight.
+	MaxInFlight int
+	// Source is the cluster the proxy forwards to.
+	Source Upstream
+	// Logger receives structured logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Metrics receives the proxy's Prometheus series; nil means a private
+	// registry nobody scrapes.
+	Metrics *Metrics
+}
+
+// Upstream is how the proxy reaches one Kafka cluster.
+type Upstream struct {
+	Name      string   // "source" or "target", used in logs and metrics
+	Bootstrap []string // host:port seeds
+	TLS       *tls.Config
+	SASL      sasl.Mechanism // nil for no SASL
+}
+
+// DefaultMaxInFlight is the per-connection bound on outstanding requests.
+const DefaultMaxInFlight = 128

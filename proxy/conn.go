@@ -1,0 +1,199 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/kmigrate/kmigrate/protocol"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// finishFunc produces a response body once the upstream answers arrive. It
+// runs on the connection's writer goroutine, in request order.
+type finishFunc func(ctx context.Context) ([]byte, error)
+
+// pendingResponse is one slot in the per-connection response queue.
+type pendingResponse struct {
+	req     protocol.Request
+	start   time.Time
+	finish  finishFunc
+}
+
+// clientConn is one client connection. The reader goroutine parses requests
+// and writes them upstream in arrival order (which keeps idempotent and
+// transactional produce ordering intact); the writer goroutine answers in the
+// same order, as Kafka clients require.
+type clientConn struct {
+	p      *Proxy
+	conn   net.Conn
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	queue chan *pendingResponse // bounded: the reader blocks when full
+
+	// upstreams is touched only by the reader goroutine.
+	upstreams map[int32]*brokerConn
+}
+
+func newClientConn(p *Proxy, conn net.Conn) *clientConn {
+	ctx, cancel := context.WithCancel(p.ctx)
+	return &clientConn{
+		p:         p,
+		conn:      conn,
+		log:       p.log.With("client", conn.RemoteAddr().String()),
+		ctx:       ctx,
+		cancel:    cancel,
+		queue:     make(chan *pendingResponse, p.cfg.MaxInFlight),
+		upstreams: make(map[int32]*brokerConn),
+	}
+}
+
+func (c *clientConn) serve() {
+	c.p.metrics.connections.Inc()
+	defer c.p.metrics.connections.Dec()
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		if err := c.writeLoop(); err != nil {
+			c.closeWith(err)
+		}
+	}()
+	err := c.readLoop()
+	close(c.queue)
+	if err != nil {
+		c.closeWith(err)
+	}
+	<-writerDone
+	c.cancel()
+	for _, bc := range c.upstreams {
+		bc.close(errors.New("client connection closed"))
+	}
+	c.conn.Close()
+}
+
+// closeWith logs why the connection ends and closes it, which unblocks both
+// loops.
+func (c *clientConn) closeWith(err error) {
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) {
+		c.log.Debug("client connection closed", "err", err)
+	} else {
+		c.log.Warn("closing client connection", "err", err)
+	}
+	c.cancel()
+	c.conn.Close()
+}
+
+func (c *clientConn) readLoop() error {
+	br := bufio.NewReaderSize(c.conn, 64<<10)
+	for {
+		frame, err := protocol.ReadFrame(br, c.p.cfg.MaxFrameBytes)
+		if err != nil {
+			if errors.Is(err, protocol.ErrFrameTooLarge) {
+				return fmt.Errorf("client frame refused: %w", err)
+			}
+			return err
+		}
+		c.p.metrics.bytesIn.Add(float64(len(frame) + 4))
+		req, known, err := protocol.ParseRequest(frame)
+		if err != nil {
+			return err
+		}
+		if !known {
+			return fmt.Errorf("unknown api key %d (v%d, correlation id %d)", req.APIKey, req.APIVersion, req.CorrelationID)
+		}
+		h := handlerFor(req.APIKey)
+		if h == nil || !c.p.versionAllowed(req.APIKey, req.APIVersion) && req.APIKey != apiVersionsKey {
+			return fmt.Errorf("%s v%d is not supported by the proxy (correlation id %d)", kmsg.NameForKey(req.APIKey), req.APIVersion, req.CorrelationID)
+		}
+		pr := &pendingResponse{req: req, start: time.Now()}
+		pr.finish, err = h(c, &req)
+		if err != nil {
+			return fmt.Errorf("%s v%d: %w", kmsg.NameForKey(req.APIKey), req.APIVersion, err)
+		}
+		if pr.finish == nil { // no response expected (acks=0)
+			c.p.metrics.observe(req.APIKey, time.Since(pr.start))
+			continue
+		}
+		select {
+		case c.queue <- pr:
+		case <-c.ctx.Done():
+			return c.ctx.Err()
+		}
+	}
+}
+
+func (c *clientConn) writeLoop() error {
+	bw := bufio.NewWriterSize(c.conn, 64<<10)
+	var frame []byte
+	for pr := range c.queue {
+		body, err := pr.finish(c.ctx)
+		if err != nil {
+			return fmt.Errorf("%s v%d (correlation id %d): %w", kmsg.NameForKey(pr.req.APIKey), pr.req.APIVersion, pr.req.CorrelationID, err)
+		}
+		hdr := protocol.AppendResponseHeader(nil, pr.req.CorrelationID, pr.req.APIKey, pr.req.APIVersion)
+		frame = protocol.AppendFrame(frame[:0], hdr, body)
+		c.conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
+		if _, err := bw.Write(frame); err != nil {
+			return err
+		}
+		// Flush only when nothing else is ready: pipelined answers share
+		// one syscall.
+		if len(c.queue) == 0 {
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+		}
+		c.p.metrics.bytesOut.Add(float64(len(frame)))
+		c.p.metrics.observe(pr.req.APIKey, time.Since(pr.start))
+		if cap(frame) > 1<<20 {
+			frame = nil // do not pin a large fetch buffer per idle connection
+		}
+	}
+	return bw.Flush()
+}
+
+// upstream returns this connection's link to an upstream broker, dialling it
+// on first use or after it failed.
+func (c *clientConn) upstream(id int32) (*brokerConn, error) {
+	if bc := c.upstreams[id]; bc != nil && !bc.isClosed() {
+		return bc, nil
+	}
+	addr, ok := c.p.source.brokerAddr(id)
+	if !ok {
+		return nil, fmt.Errorf("no address for %s broker %d", c.p.source.up.Name, id)
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, dialTimeout+authTimeout)
+	defer cancel()
+	bc, err := dialBroker(ctx, &c.p.source.up, addr, c.p.cfg.MaxInFlight, c.p.cfg.MaxFrameBytes)
+	if err != nil {
+		return nil, err
+	}
+	c.upstreams[id] = bc
+	return bc, nil
+}
+
+// forward sends body (the client's, or a rewritten one) under the client's
+// own header to an upstream broker.
+func (c *clientConn) forward(broker int32, req *protocol.Request, body []byte, expectResponse bool) (*call, error) {
+	bc, err := c.upstream(broker)
+	if err != nil {
+		return nil, err
+	}
+	return bc.Send(req.APIKey, req.APIVersion, req.Header, body, expectResponse)
+}
+
+// forwardRaw forwards a request unchanged and returns its answer unchanged.
+func (c *clientConn) forwardRaw(broker int32, req *protocol.Request) (finishFunc, error) {
+	cl, err := c.forward(broker, req, req.Body, true)
+	if err != nil {
+		return nil, err
+	}
+	return cl.wait, nil
+}

@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"context"
+	"sync"
+
+	"github.com/kmigrate/kmigrate/protocol"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handler starts serving one request: it decides where the request goes and
+// writes it upstream (synchronously, on the connection's reader goroutine, so
+// upstream order equals client order), and returns how to build the answer.
+// A nil finishFunc means the request has no response.
+type handler func(c *clientConn, r *protocol.Request) (finishFunc, error)
+
+const apiVersionsKey = 18
+
+// route says how each API key the proxy serves reaches upstream. A key absent
+// here is neither advertised in ApiVersions nor accepted.
+var routes map[int16]handler
+
+// init breaks the cycle routes → handleApiVersions → apiVersions → routes.
+func init() { routes = routeTable() }
+
+func routeTable() map[int16]handler {
+	return map[int16]handler{
+		0:  handleProduce,
+		1:  handleFetch,
+		2:  handleListOffsets,
+		3:  handleMetadata,
+		8:  groupRouted(func(r *kmsg.OffsetCommitRequest) string { return r.Group }),
+		9:  handleOffsetFetch,
+		10: handleFindCoordinator,
+		11: groupRouted(func(r *kmsg.JoinGroupRequest) string { return r.Group }),
+		12: groupRouted(func(r *kmsg.HeartbeatRequest) string { return r.Group }),
+		13: groupRouted(func(r *kmsg.LeaveGroupRequest) string { return r.Group }),
+		14: groupRouted(func(r *kmsg.SyncGroupRequest) string { return r.Group }),
+		15: handleDescribeGroups,
+		16: handleListGroups,
+		17: handleSASLHandshake,
+		18: handleApiVersions,
+		19: toAnyBroker, // CreateTopics: brokers forward to the KRaft controller
+		20: toAnyBroker, // DeleteTopics
+		21: handleDeleteRecords,
+		22: handleInitProducerID,
+		23: handleOffsetForLeaderEpoch,
+		24: txnRouted(func(r *kmsg.AddPartitionsToTxnRequest) string { return r.TransactionalID }),
+		25: txnRouted(func(r *kmsg.AddOffsetsToTxnRequest) string { return r.TransactionalID }),
+		26: txnRouted(func(r *kmsg.EndTxnRequest) string { return r.TransactionalID }),
+		28: groupRouted(func(r *kmsg.TxnOffsetCommitRequest) string { return r.Group }),
+		29: toAnyBroker, // DescribeAcls
+		30: toAnyBroker, // CreateAcls
+		31: toAnyBroker, // DeleteAcls
+		32: toAnyBroker, // DescribeConfigs
+		33: toAnyBroker, // AlterConfigs
+		35: toAnyBroker, // DescribeLogDirs
+		36: handleSASLAuthenticate,
+		37: toAnyBroker, // CreatePartitions
+		42: handleDeleteGroups,
+		43: toAnyBroker, // ElectLeaders
+		44: toAnyBroker, // IncrementalAlterConfigs
+		45: toAnyBroker, // AlterPartitionReassignments
+		46: toAnyBroker, // ListPartitionReassignments
+		47: groupRouted(func(r *kmsg.OffsetDeleteRequest) string { return r.Group }),
+		48: toAnyBroker, // DescribeClientQuotas
+		49: toAnyBroker, // AlterClientQuotas
+		50: toAnyBroker, // DescribeUserScramCredentials
+		51: toAnyBroker, // AlterUserScramCredentials
+		55: toAnyBroker, // DescribeQuorum: brokers forward to the controller
+		60: handleDescribeCluster,
+		61: handleDescribeProducers,
+		65: handleDescribeTransactions,
+		66: handleListTransactions,
+		68: groupRouted(func(r *kmsg.ConsumerGroupHeartbeatRequest) string { return r.Group }),
+		69: handleConsumerGroupDescribe,
+		74: toAnyBroker, // ListConfigResources
+		75: handleDescribeTopicPartitions,
+	}
+}
+
+// versionCaps lower the version the proxy advertises below what kmsg knows,
+// where a newer version changes who may send the request.
+var versionCaps = map[int16]int16{
+	// v4+ batches transactions for broker-to-broker use (KIP-890);
+	// clients send v3 or lower.
+	24: 3,
+}
+
+func handlerFor(key int16) handler { return routes[key] }
+
+// apiVersionTable is what the proxy answers in ApiVersions: for each routed
+// key, the versions both the proxy (kmsg) and the upstream cluster support.
+type apiVersionTable struct {
+	once     sync.Once
+	versions map[int16][2]int16
+}
+
+func (p *Proxy) apiVersions() map[int16][2]int16 {
+	p.versionTable.once.Do(func() {
+		m := make(map[int16][2]int16)
+		for key := range routes {
+			if key == apiVersionsKey {
+				// Answered by the proxy itself, whatever upstream has.
+				m[key] = [2]int16{0, min16(4, kmsg.NewPtrApiVersionsRequest().MaxVersion())}
+				continue
+			}
+			umin, umax, ok := p.source.supports(key)
+			if !ok {
+				continue
+			}
+			hi := min16(umax, kmsg.RequestForKey(key).MaxVersion())
+			if c, ok := versionCaps[key]; ok {
+				hi = min16(hi, c)
+			}
+			if umin <= hi {
+				m[key] = [2]int16{umin, hi}
+			}
+		}
+		p.versionTable.versions = m
+	})
+	return p.versionTable.versions
+}
+
+func (p *Proxy) versionAllowed(key, version int16) bool {
+	v, ok := p.apiVersions()[key]
+	return ok && version >= v[0] && version <= v[1]
+}
+
+// toAnyBroker forwards unchanged to one broker: for admin requests that any
+// broker accepts (and forwards to the KRaft controller where needed).
+func toAnyBroker(c *clientConn, r *protocol.Request) (finishFunc, error) {
+	return c.forwardRaw(c.p.source.anyBroker(), r)
+}
+
+// respond wraps a response the proxy built itself.
+func respond(resp kmsg.Response) finishFunc {
+	body := resp.AppendTo(nil)
+	return func(context.Context) ([]byte, error) { return body, nil }
+}

@@ -1,0 +1,57 @@
+package proxy
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Metrics are the proxy's Prometheus series. Histograms are looked up once
+// per API key and kept, so the hot path does no label hashing.
+type Metrics struct {
+	connections prometheus.Gauge
+	bytesIn     prometheus.Counter
+	bytesOut    prometheus.Counter
+	latency     *prometheus.HistogramVec
+	byKey       [128]prometheus.Observer
+}
+
+// NewMetrics registers the proxy's series with reg (nil: a private registry).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m := &Metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kmigrate_client_connections", Help: "Open client connections.",
+		}),
+		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kmigrate_client_bytes_in_total", Help: "Bytes received from clients, frames included.",
+		}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kmigrate_client_bytes_out_total", Help: "Bytes sent to clients, frames included.",
+		}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kmigrate_request_duration_seconds",
+			Help:    "Time from reading a client request to writing its response, per API and upstream cluster.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}, []string{"api", "cluster"}),
+	}
+	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency)
+	for key := range m.byKey {
+		if name := kmsg.NameForKey(int16(key)); name != "Unknown" {
+			m.byKey[key] = m.latency.WithLabelValues(name, "source")
+		}
+	}
+	return m
+}
+
+func (m *Metrics) observe(key int16, d time.Duration) {
+	if key >= 0 && int(key) < len(m.byKey) && m.byKey[key] != nil {
+		m.byKey[key].Observe(d.Seconds())
+		return
+	}
+	m.latency.WithLabelValues(strconv.Itoa(int(key)), "source").Observe(d.Seconds())
+}

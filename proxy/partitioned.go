@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"context"
+
+	"github.com/kmigrate/kmigrate/protocol"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// partitioned describes a request whose topics and partitions each belong
+// to a partition leader, and how to split it and merge its answers. Requests
+// whose partitions all live on one broker are forwarded untouched.
+type partitioned[Q any, PQ interface {
+	*Q
+	kmsg.Request
+}, S any, PS interface {
+	*S
+	kmsg.Response
+}, T, P, RT, RP any] struct {
+	topics     func(PQ) *[]T
+	reqAcc     topicAccess[T, P]
+	respTopics func(PS) *[]RT
+	respAcc    topicAccess[RT, RP]
+	throttle   func(PS) *int32 // nil when the response has no throttle
+}
+
+func (d partitioned[Q, PQ, S, PS, T, P, RT, RP]) handle(c *clientConn, r *protocol.Request) (finishFunc, error) {
+	req, err := decodeRequest[Q, PQ](r)
+	if err != nil {
+		return nil, err
+	}
+	split, order := splitByBroker(*d.topics(req), d.reqAcc, c.router())
+	if len(order) <= 1 {
+		return c.forwardRaw(firstOr(order, c.p.source.anyBroker()), r)
+	}
+	calls, err := c.scatter(r, order, func(b int32) kmsg.Request {
+		sub := *req
+		*d.topics(&sub) = split[b]
+		return PQ(&sub)
+	}, true)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		resps, err := gather[S, PS](ctx, calls, r.APIVersion)
+		if err != nil {
+			return nil, err
+		}
+		merged := resps[0]
+		lists := make([][]RT, len(resps))
+		for i, resp := range resps {
+			lists[i] = *d.respTopics(resp)
+			if d.throttle != nil {
+				*d.throttle(merged) = maxThrottle(*d.throttle(merged), *d.throttle(resp))
+			}
+		}
+		*d.respTopics(merged) = mergeTopics(lists, d.respAcc)
+		return merged.AppendTo(nil), nil
+	}, nil
+}
+
+var handleListOffsets = partitioned[kmsg.ListOffsetsRequest, *kmsg.ListOffsetsRequest, kmsg.ListOffsetsResponse, *kmsg.ListOffsetsResponse,
+	kmsg.ListOffsetsRequestTopic, kmsg.ListOffsetsRequestTopicPartition, kmsg.ListOffsetsResponseTopic, kmsg.ListOffsetsResponseTopicPartition]{
+	topics: func(r *kmsg.ListOffsetsRequest) *[]kmsg.ListOffsetsRequestTopic { return &r.Topics },
+	reqAcc: topicAccess[kmsg.ListOffsetsRequestTopic, kmsg.ListOffsetsRequestTopicPartition]{
+		key:        func(t *kmsg.ListOffsetsRequestTopic) string { return t.Topic },
+		partitions: func(t *kmsg.ListOffsetsRequestTopic) []kmsg.ListOffsetsRequestTopicPartition { return t.Partitions },
+		setParts:   func(t *kmsg.ListOffsetsRequestTopic, p []kmsg.ListOffsetsRequestTopicPartition) { t.Partitions = p },
+		partition:  func(p *kmsg.ListOffsetsRequestTopicPartition) int32 { return p.Partition },
+	},
+	respTopics: func(r *kmsg.ListOffsetsResponse) *[]kmsg.ListOffsetsResponseTopic { return &r.Topics },
+	respAcc: topicAccess[kmsg.ListOffsetsResponseTopic, kmsg.ListOffsetsResponseTopicPartition]{
+		key:        func(t *kmsg.ListOffsetsResponseTopic) string { return t.Topic },
+		partitions: func(t *kmsg.ListOffsetsResponseTopic) []kmsg.ListOffsetsResponseTopicPartition { return t.Partitions },
+		setParts:   func(t *kmsg.ListOffsetsResponseTopic, p []kmsg.ListOffsetsResponseTopicPartition) { t.Partitions = p },
+	},
+	throttle: func(r *kmsg.ListOffsetsResponse) *int32 { return &r.ThrottleMillis },
+}.handle
+
+var handleOffsetForLeaderEpoch = partitioned[kmsg.OffsetForLeaderEpochRequest, *kmsg.OffsetForLeaderEpochRequest, kmsg.OffsetForLeaderEpochResponse, *kmsg.OffsetForLeaderEpochResponse,
+	kmsg.OffsetForLeaderEpochRequestTopic, kmsg.OffsetForLeaderEpochRequestTopicPartition, kmsg.OffsetForLeaderEpochResponseTopic, kmsg.OffsetForLeaderEpochResponseTopicPartition]{
+	topics: func(r *kmsg.OffsetForLeaderEpochRequest) *[]kmsg.OffsetForLeaderEpochRequestTopic { return &r.Topics },
+	reqAcc: topicAccess[kmsg.OffsetForLeaderEpochRequestTopic, kmsg.OffsetForLeaderEpochRequestTopicPartition]{
+		key: func(t *kmsg.OffsetForLeaderEpochRequestTopic) string { return t.Topic },
+		partitions: func(t *kmsg.OffsetForLeaderEpochRequestTopic) []kmsg.OffsetForLeaderEpochRequestTopicPartition {
+			return t.Partitions
+		},
+		setParts: func(t *kmsg.OffsetForLeaderEpochRequestTopic, p []kmsg.OffsetForLeaderEpochRequestTopicPartition) {
+			t.Partitions = p
+		},
+		partition: func(p *kmsg.OffsetForLeaderEpochRequestTopicPartition) int32 { return p.Partition },
+	},
+	respTopics: func(r *kmsg.OffsetForLeaderEpochResponse) *[]kmsg.OffsetForLeaderEpochResponseTopic { return &r.Topics },
+	respAcc: topicAccess[kmsg.OffsetForLeaderEpochResponseTopic, kmsg.OffsetForLeaderEpochResponseTopicPartition]{
+		key: func(t *kmsg.OffsetForLeaderEpochResponseTopic) string { return t.Topic },
+		partitions: func(t *kmsg.OffsetForLeaderEpochResponseTopic) []kmsg.OffsetForLeaderEpochResponseTopicPartition {
+			return t.Partitions
+		},
+		setParts: func(t *kmsg.OffsetForLeaderEpochResponseTopic, p []kmsg.OffsetForLeaderEpochResponseTopicPartition) {
+			t.Partitions = p
+		},
+	},
+	throttle: func(r *kmsg.OffsetForLeaderEpochResponse) *int32 { return &r.ThrottleMillis },
+}.handle
+
+var handleDeleteRecords = partitioned[kmsg.DeleteRecordsRequest, *kmsg.DeleteRecordsRequest, kmsg.DeleteRecordsResponse, *kmsg.DeleteRecordsResponse,
+	kmsg.DeleteRecordsRequestTopic, kmsg.DeleteRecordsRequestTopicPartition, kmsg.DeleteRecordsResponseTopic, kmsg.DeleteRecordsResponseTopicPartition]{
+	topics: func(r *kmsg.DeleteRecordsRequest) *[]kmsg.DeleteRecordsRequestTopic { return &r.Topics },
+	reqAcc: topicAccess[kmsg.DeleteRecordsRequestTopic, kmsg.DeleteRecordsRequestTopicPartition]{
+		key:        func(t *kmsg.DeleteRecordsRequestTopic) string { return t.Topic },
+		partitions: func(t *kmsg.DeleteRecordsRequestTopic) []kmsg.DeleteRecordsRequestTopicPartition { return t.Partitions },
+		setParts:   func(t *kmsg.DeleteRecordsRequestTopic, p []kmsg.DeleteRecordsRequestTopicPartition) { t.Partitions = p },
+		partition:  func(p *kmsg.DeleteRecordsRequestTopicPartition) int32 { return p.Partition },
+	},
+	respTopics: func(r *kmsg.DeleteRecordsResponse) *[]kmsg.DeleteRecordsResponseTopic { return &r.Topics },
+	respAcc: topicAccess[kmsg.DeleteRecordsResponseTopic, kmsg.DeleteRecordsResponseTopicPartition]{
+		key:        func(t *kmsg.DeleteRecordsResponseTopic) string { return t.Topic },
+		partitions: func(t *kmsg.DeleteRecordsResponseTopic) []kmsg.DeleteRecordsResponseTopicPartition { return t.Partitions },
+		setParts:   func(t *kmsg.DeleteRecordsResponseTopic, p []kmsg.DeleteRecordsResponseTopicPartition) { t.Partitions = p },
+	},
+	throttle: func(r *kmsg.DeleteRecordsResponse) *int32 { return &r.ThrottleMillis },
+}.handle
+
+var handleDescribeProducers = partitioned[kmsg.DescribeProducersRequest, *kmsg.DescribeProducersRequest, kmsg.DescribeProducersResponse, *kmsg.DescribeProducersResponse,
+	kmsg.DescribeProducersRequestTopic, int32, kmsg.DescribeProducersResponseTopic, kmsg.DescribeProducersResponseTopicPartition]{
+	topics: func(r *kmsg.DescribeProducersRequest) *[]kmsg.DescribeProducersRequestTopic { return &r.Topics },
+	reqAcc: topicAccess[kmsg.DescribeProducersRequestTopic, int32]{
+		key:        func(t *kmsg.DescribeProducersRequestTopic) string { return t.Topic },
+		partitions: func(t *kmsg.DescribeProducersRequestTopic) []int32 { return t.Partitions },
+		setParts:   func(t *kmsg.DescribeProducersRequestTopic, p []int32) { t.Partitions = p },
+		partition:  func(p *int32) int32 { return *p },
+	},
+	respTopics: func(r *kmsg.DescribeProducersResponse) *[]kmsg.DescribeProducersResponseTopic { return &r.Topics },
+	respAcc: topicAccess[kmsg.DescribeProducersResponseTopic, kmsg.DescribeProducersResponseTopicPartition]{
+		key:        func(t *kmsg.DescribeProducersResponseTopic) string { return t.Topic },
+		partitions: func(t *kmsg.DescribeProducersResponseTopic) []kmsg.DescribeProducersResponseTopicPartition { return t.Partitions },
+		setParts:   func(t *kmsg.DescribeProducersResponseTopic, p []kmsg.DescribeProducersResponseTopicPartition) { t.Partitions = p },
+	},
+	throttle: func(r *kmsg.DescribeProducersResponse) *int32 { return &r.ThrottleMillis },
+}.handle

@@ -1,0 +1,156 @@
+// Package proxy presents a Kafka cluster to clients through a single
+// advertised address and forwards each request to the upstream broker that
+// owns it. See docs/INTERNALS.md for the path of a request.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/kmigrate/kmigrate/protocol"
+)
+
+// Proxy is one running proxy instance.
+type Proxy struct {
+	cfg       Config
+	log       *slog.Logger
+	source    *cluster
+	listener  net.Listener
+	advHost   string
+	advPort   int32
+	metrics   *Metrics
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	connsMu   sync.Mutex
+	conns     map[*clientConn]struct{}
+	closeOnce sync.Once
+
+	versionTable apiVersionTable
+}
+
+// Start connects to the upstream cluster, binds the listener and serves until
+// Close. It fails when the upstream cannot be reached, because the proxy
+// could not answer ApiVersions truthfully without it.
+func Start(ctx context.Context, cfg Config) (*Proxy, error) {
+	if cfg.MaxFrameBytes <= 0 {
+		cfg.MaxFrameBytes = protocol.DefaultMaxFrameBytes
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Source.Name == "" {
+		cfg.Source.Name = "source"
+	}
+	if len(cfg.Source.Bootstrap) == 0 {
+		return nil, errors.New("source bootstrap servers are required")
+	}
+	p := &Proxy{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		conns: make(map[*clientConn]struct{}),
+	}
+	if p.metrics = cfg.Metrics; p.metrics == nil {
+		p.metrics = NewMetrics(nil)
+	}
+	// Responses from upstream may be as large as what clients may send
+	// plus fetch overhead; the client's own fetch.max.bytes bounds them.
+	p.source = newCluster(cfg.Source, cfg.Logger, cfg.MaxFrameBytes)
+	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := p.source.start(startCtx); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	adv := cfg.Advertise
+	if adv == "" {
+		adv = ln.Addr().String()
+	}
+	host, portStr, err := net.SplitHostPort(adv)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("advertised address %q: %w", adv, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("advertised port %q: %w", portStr, err)
+	}
+	if cfg.ClientTLS != nil {
+		ln = tls.NewListener(ln, cfg.ClientTLS)
+	}
+	p.listener, p.advHost, p.advPort = ln, host, int32(port)
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.wg.Add(1)
+	go p.acceptLoop()
+	p.log.Info("proxy listening", "listen", ln.Addr().String(), "advertise", adv, "node_id", cfg.NodeID, "source", cfg.Source.Bootstrap)
+	return p, nil
+}
+
+// Addr is the address the listener bound.
+func (p *Proxy) Addr() string { return p.listener.Addr().String() }
+
+// Close stops accepting, closes every client connection and waits for their
+// goroutines.
+func (p *Proxy) Close() error {
+	p.closeOnce.Do(func() {
+		p.cancel()
+		p.listener.Close()
+		p.connsMu.Lock()
+		for c := range p.conns {
+			c.conn.Close()
+		}
+		p.connsMu.Unlock()
+		p.wg.Wait()
+		p.source.controlMu.Lock()
+		if p.source.control != nil {
+			p.source.control.close(errors.New("proxy closing"))
+		}
+		p.source.controlMu.Unlock()
+	})
+	return nil
+}
+
+func (p *Proxy) acceptLoop() {
+	defer p.wg.Done()
+	var backoff time.Duration
+	for {
+		conn, err := p.listener.Accept()
+		if err != nil {
+			if p.ctx.Err() != nil {
+				return
+			}
+			// Temporary failures (EMFILE) must not end the proxy.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			p.log.Warn("accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		c := newClientConn(p, conn)
+		p.connsMu.Lock()
+		p.conns[c] = struct{}{}
+		p.connsMu.Unlock()
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			c.serve()
+			p.connsMu.Lock()
+			delete(p.conns, c)
+			p.connsMu.Unlock()
+		}()
+	}
+}

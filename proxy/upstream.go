@@ -1,0 +1,304 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/kmigrate/kmigrate/protocol"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl"
+)
+
+const (
+	dialTimeout = 10 * time.Second
+	authTimeout = 15 * time.Second
+)
+
+// errConnClosed is returned for calls on, or pending on, a closed upstream
+// connection.
+var errConnClosed = errors.New("upstream connection closed")
+
+// brokerConn is one connection to one upstream broker. Requests are written in
+// the order Send is called and the broker answers in that order, so pending
+// calls form a FIFO: no correlation-id map is needed, only a check.
+type brokerConn struct {
+	addr    string
+	conn    net.Conn
+	maxResp int32
+
+	writeMu  sync.Mutex // orders writes and the enqueue of their calls
+	bw       *bufio.Writer
+	nextCorr int32
+	pending  chan *call
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	err       error // set before closed is closed
+}
+
+// call is one request in flight on a brokerConn.
+type call struct {
+	key, version int16
+	corr         int32
+	done         chan struct{}
+	body         []byte // response body, header stripped
+	err          error
+}
+
+func (c *call) wait(ctx context.Context) ([]byte, error) {
+	select {
+	case <-c.done:
+		return c.body, c.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// dialBroker connects, negotiates TLS and SASL, and starts the reader.
+func dialBroker(ctx context.Context, up *Upstream, addr string, maxInFlight int, maxResp int32) (*brokerConn, error) {
+	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s broker %s: %w", up.Name, addr, err)
+	}
+	conn := raw
+	if up.TLS != nil {
+		cfg := up.TLS.Clone()
+		if cfg.ServerName == "" {
+			host, _, _ := net.SplitHostPort(addr)
+			cfg.ServerName = host
+		}
+		tc := tls.Client(raw, cfg)
+		hctx, cancel := context.WithTimeout(ctx, authTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("tls handshake with %s broker %s: %w", up.Name, addr, err)
+		}
+		conn = tc
+	}
+	if up.SASL != nil {
+		if err := saslAuthenticate(ctx, conn, up.SASL, addr, maxResp); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("sasl %s with %s broker %s: %w", up.SASL.Name(), up.Name, addr, err)
+		}
+	}
+	bc := &brokerConn{
+		addr:    addr,
+		conn:    conn,
+		maxResp: maxResp,
+		bw:      bufio.NewWriterSize(conn, 64<<10),
+		pending: make(chan *call, maxInFlight),
+		closed:  make(chan struct{}),
+	}
+	go bc.readLoop()
+	return bc, nil
+}
+
+// Send writes one request and returns its call, or nil when the request
+// has no response (Produce with acks=0). header is the client's header; its
+// correlation id is replaced by this connection's.
+func (bc *brokerConn) Send(key, version int16, header, body []byte, expectResponse bool) (*call, error) {
+	bc.writeMu.Lock()
+	defer bc.writeMu.Unlock()
+	select {
+	case <-bc.closed:
+		return nil, bc.err
+	default:
+	}
+	bc.nextCorr++
+	c := &call{key: key, version: version, corr: bc.nextCorr, done: make(chan struct{})}
+	hdr := protocol.WithCorrelationID(header, c.corr)
+	// Enqueue before writing: the reader may see the response before
+	// Send returns.
+	if expectResponse {
+		select {
+		case bc.pending <- c:
+		case <-bc.closed:
+			return nil, bc.err
+		}
+	}
+	var size [4]byte
+	n := len(hdr) + len(body)
+	size[0], size[1], size[2], size[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	bc.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	_, err := bc.bw.Write(size[:])
+	if err == nil {
+		_, err = bc.bw.Write(hdr)
+	}
+	if err == nil {
+		_, err = bc.bw.Write(body)
+	}
+	if err == nil {
+		err = bc.bw.Flush()
+	}
+	if err != nil {
+		err = fmt.Errorf("write %s to %s: %w", kmsg.NameForKey(key), bc.addr, err)
+		bc.close(err)
+		return nil, err
+	}
+	if !expectResponse {
+		return nil, nil
+	}
+	return c, nil
+}
+
+func (bc *brokerConn) readLoop() {
+	br := bufio.NewReaderSize(bc.conn, 64<<10)
+	for {
+		frame, err := protocol.ReadFrame(br, bc.maxResp)
+		if err != nil {
+			bc.close(fmt.Errorf("read from %s: %w", bc.addr, err))
+			return
+		}
+		var c *call
+		select {
+		case c = <-bc.pending:
+		default:
+			bc.close(fmt.Errorf("%s sent a response to no request", bc.addr))
+			return
+		}
+		hlen, err := protocol.ResponseHeaderLen(frame, c.key, c.version)
+		if err == nil {
+			if got := int32(uint32(frame[0])<<24 | uint32(frame[1])<<16 | uint32(frame[2])<<8 | uint32(frame[3])); got != c.corr {
+				err = fmt.Errorf("%s answered correlation id %d, expected %d", bc.addr, got, c.corr)
+			}
+		}
+		if err != nil {
+			c.err = err
+			close(c.done)
+			bc.close(err)
+			return
+		}
+		c.body = frame[hlen:]
+		close(c.done)
+	}
+}
+
+// close fails every pending call with err and closes the socket. Safe to call
+// more than once; the first error wins.
+func (bc *brokerConn) close(err error) {
+	bc.closeOnce.Do(func() {
+		bc.err = fmt.Errorf("%w: %w", errConnClosed, err)
+		close(bc.closed)
+		bc.conn.Close()
+		go func() {
+			// Drain under the write lock so no Send enqueues after.
+			bc.writeMu.Lock()
+			defer bc.writeMu.Unlock()
+			for {
+				select {
+				case c := <-bc.pending:
+					c.err = bc.err
+					close(c.done)
+				default:
+					return
+				}
+			}
+		}()
+	})
+}
+
+func (bc *brokerConn) isClosed() bool {
+	select {
+	case <-bc.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// roundTrip encodes a request the proxy originates and decodes its response.
+func (bc *brokerConn) roundTrip(ctx context.Context, req kmsg.Request) (kmsg.Response, error) {
+	hdr := protocol.AppendRequestHeader(nil, req.Key(), req.GetVersion(), 0, "kmigrate")
+	c, err := bc.Send(req.Key(), req.GetVersion(), hdr, req.AppendTo(nil), true)
+	if err != nil {
+		return nil, err
+	}
+	body, err := c.wait(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := req.ResponseKind()
+	if err := resp.ReadFrom(body); err != nil {
+		return nil, fmt.Errorf("decode %s v%d from %s: %w", kmsg.NameForKey(req.Key()), req.GetVersion(), bc.addr, err)
+	}
+	return resp, nil
+}
+
+// saslAuthenticate runs SaslHandshake v1 and SaslAuthenticate rounds on a
+// connection before any other traffic uses it.
+func saslAuthenticate(ctx context.Context, conn net.Conn, mech sasl.Mechanism, addr string, maxResp int32) error {
+	ctx, cancel := context.WithTimeout(ctx, authTimeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	defer conn.SetDeadline(time.Time{})
+	br := bufio.NewReader(conn)
+	corr := int32(0)
+	exchange := func(req kmsg.Request, resp kmsg.Response) error {
+		corr++
+		buf := protocol.AppendRequestHeader(nil, req.Key(), req.GetVersion(), corr, "kmigrate")
+		buf = req.AppendTo(buf)
+		if _, err := conn.Write(protocol.AppendFrame(nil, buf)); err != nil {
+			return err
+		}
+		frame, err := protocol.ReadFrame(br, maxResp)
+		if err != nil {
+			return err
+		}
+		hlen, err := protocol.ResponseHeaderLen(frame, req.Key(), req.GetVersion())
+		if err != nil {
+			return err
+		}
+		resp.SetVersion(req.GetVersion())
+		return resp.ReadFrom(frame[hlen:])
+	}
+
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.Version = 1
+	hs.Mechanism = mech.Name()
+	hsResp := kmsg.NewPtrSASLHandshakeResponse()
+	if err := exchange(hs, hsResp); err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	if err := kerr.ErrorForCode(hsResp.ErrorCode); err != nil {
+		return fmt.Errorf("handshake: %w (broker enables %v)", err, hsResp.SupportedMechanisms)
+	}
+	session, clientWrite, err := mech.Authenticate(ctx, addr)
+	if err != nil {
+		return err
+	}
+	for {
+		auth := kmsg.NewPtrSASLAuthenticateRequest()
+		auth.Version = 1
+		auth.SASLAuthBytes = clientWrite
+		authResp := kmsg.NewPtrSASLAuthenticateResponse()
+		if err := exchange(auth, authResp); err != nil {
+			return fmt.Errorf("authenticate: %w", err)
+		}
+		if err := kerr.ErrorForCode(authResp.ErrorCode); err != nil {
+			msg := ""
+			if authResp.ErrorMessage != nil {
+				msg = *authResp.ErrorMessage
+			}
+			return fmt.Errorf("authenticate: %w: %s", err, msg)
+		}
+		done, next, err := session.Challenge(authResp.SASLAuthBytes)
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		clientWrite = next
+	}
+}
