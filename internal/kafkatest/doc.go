@@ -1,0 +1,42 @@
+// Package kafkatest runs real Apache Kafka brokers for integration tests.
+//
+// Each [Cluster] is one single-node KRaft server (broker and controller in one
+// JVM) listening on 127.0.0.1 with free ports and keeping its data in a
+// temporary directory. The Kafka jars come from scripts/kafka-dist.sh, which
+// fetches them from Maven Central once and caches them under
+// ${KMIGRATE_CACHE:-$HOME/.cache/kmigrate}.
+//
+// Prerequisites are java (17+) and mvn on PATH. When they are missing Start
+// returns an error saying so and StartT fails the test: integration tests
+// never skip silently.
+//
+// # One cluster per test
+//
+//	func TestSomething(t *testing.T) {
+//		c := kafkatest.StartT(t, kafkatest.Options{})
+//		cl, err := kgo.NewClient(kgo.SeedBrokers(c.Bootstrap()))
+//		...
+//	}
+//
+// # One cluster per package
+//
+// Broker start-up takes several seconds, so tests of one package that do not
+// stop, kill or restart the broker should share it:
+//
+//	var kafka = kafkatest.NewShared(kafkatest.Options{SASL: true})
+//
+//	func TestMain(m *testing.M) { os.Exit(kafkatest.RunMain(m)) }
+//
+//	func TestA(t *testing.T) {
+//		c := kafka.Get(t) // started by the first test that asks for it
+//		...
+//	}
+//
+// RunMain stops every cluster the test binary started and removes their data
+// directories. Without it the brokers still die with the test binary (they
+// get SIGKILL through Linux's parent-death signal) but their temporary
+// directories are left behind.
+//
+// Tests that share a cluster should use their own topic and group names
+// (for example derived from t.Name()).
+package kafkatest

@@ -1,0 +1,138 @@
+package kafkatest
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Listener names a client listener of a Cluster. The names double as
+// Kafka's security protocol names.
+type Listener string
+
+// Client listeners. Plaintext is always present; the others depend on
+// Options.SASL and Options.TLS.
+const (
+	Plaintext     Listener = "PLAINTEXT"      // always on
+	SASLPlaintext Listener = "SASL_PLAINTEXT" // Options.SASL
+	SSL           Listener = "SSL"            // Options.TLS
+	SASLSSL       Listener = "SASL_SSL"       // Options.SASL and Options.TLS
+)
+
+// controllerListener is the KRaft controller's listener; clients never use it.
+const controllerListener = "CONTROLLER"
+
+// SASL mechanisms enabled on the SASL listeners.
+const (
+	MechPlain       = "PLAIN"
+	MechScramSHA256 = "SCRAM-SHA-256"
+	MechScramSHA512 = "SCRAM-SHA-512"
+)
+
+const (
+	defaultHeapMB    = 512
+	defaultTimeout   = 90 * time.Second
+	defaultLogLevel  = "WARN"
+	stopGracePeriod  = 20 * time.Second
+	formatTimeout    = 60 * time.Second
+	maxStartAttempts = 3 // retries cover a lost race for a free port
+)
+
+// User is a SASL user known to the broker for every enabled mechanism.
+type User struct {
+	Name     string
+	Password string
+}
+
+// DefaultUser is created when Options.SASL is set and Options.Users is empty.
+var DefaultUser = User{Name: "admin", Password: "admin-secret"}
+
+// Options configure a Cluster. The zero value is a PLAINTEXT-only broker.
+type Options struct {
+	// Name labels the cluster in errors, logs and its temporary directory
+	// name, e.g. "source" or "target".
+	Name string
+
+	// SASL adds a SASL_PLAINTEXT listener (and SASL_SSL with TLS) offering
+	// PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for Users.
+	SASL bool
+	// Users are the SASL users, created for all three mechanisms: PLAIN via
+	// the listener's JAAS config, SCRAM via kafka-storage format --add-scram.
+	// Defaults to DefaultUser. Names are limited to [A-Za-z0-9._-] and
+	// passwords may not hold quotes, backslashes, commas, brackets or spaces,
+	// which the JAAS and --add-scram syntaxes cannot carry.
+	Users []User
+
+	// TLS adds an SSL listener (and SASL_SSL with SASL) whose certificate is
+	// signed by a CA generated for this cluster; see Cluster.TLSConfig and
+	// Cluster.CAFile.
+	TLS bool
+
+	// BrokerConfig overrides or adds server.properties entries, e.g.
+	// {"log.retention.ms": "1000"}. Listener settings are the harness's.
+	BrokerConfig map[string]string
+
+	// HeapMB is the broker JVM's maximum heap (default 512).
+	HeapMB int
+	// StartTimeout bounds formatting plus start-up until the broker answers
+	// Metadata (default 90s), for Start and each Restart.
+	StartTimeout time.Duration
+	// LogLevel is the broker's root log4j level (default WARN); INFO helps
+	// when debugging the broker itself.
+	LogLevel string
+}
+
+var (
+	userNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+	badPassRE  = regexp.MustCompile(`["\\,\[\]\s=]`)
+)
+
+// withDefaults validates o and fills in defaults.
+func (o Options) withDefaults() (Options, error) {
+	if o.Name == "" {
+		o.Name = "kafka"
+	}
+	if o.HeapMB <= 0 {
+		o.HeapMB = defaultHeapMB
+	}
+	if o.StartTimeout <= 0 {
+		o.StartTimeout = defaultTimeout
+	}
+	if o.LogLevel == "" {
+		o.LogLevel = defaultLogLevel
+	}
+	if o.SASL && len(o.Users) == 0 {
+		o.Users = []User{DefaultUser}
+	}
+	for _, u := range o.Users {
+		if !userNameRE.MatchString(u.Name) {
+			return o, fmt.Errorf("kafkatest: SASL user name %q: only [A-Za-z0-9._-] allowed", u.Name)
+		}
+		if u.Password == "" || badPassRE.MatchString(u.Password) {
+			return o, fmt.Errorf("kafkatest: password of SASL user %q is empty or holds one of \"\\,[]= or a space", u.Name)
+		}
+	}
+	o.Name = strings.Map(func(r rune) rune {
+		if r == '/' || r == ' ' {
+			return '_'
+		}
+		return r
+	}, o.Name)
+	return o, nil
+}
+
+// listeners returns the client listeners these options enable, Plaintext first.
+func (o Options) listeners() []Listener {
+	ls := []Listener{Plaintext}
+	if o.SASL {
+		ls = append(ls, SASLPlaintext)
+	}
+	if o.TLS {
+		ls = append(ls, SSL)
+	}
+	if o.SASL && o.TLS {
+		ls = append(ls, SASLSSL)
+	}
+	return ls
+}
