@@ -1,9 +1,9 @@
 package proxy
 
 import (
-	"errors"
 	"context"
 	"encoding/binary"
+	"errors"
 	"math/rand"
 	"net"
 	"testing"

@@ -27,12 +27,12 @@ type cluster struct {
 	log     *slog.Logger
 	maxResp int32
 
-	mu           sync.RWMutex
-	brokers      map[int32]string // node id → host:port
-	topics       map[string]*topicRoute
-	topicNames   map[[16]byte]string
-	coordinators map[coordinatorKey]int32
-	versions     map[int16][2]int16 // key → [min, max] the cluster supports
+	mu              sync.RWMutex
+	brokers         map[int32]string // node id → host:port
+	topics          map[string]*topicRoute
+	topicNames      map[[16]byte]string
+	coordinators    map[coordinatorKey]int32
+	versions        map[int16][2]int16 // key → [min, max] the cluster supports
 	apiVersionsResp *kmsg.ApiVersionsResponse
 
 	controlMu sync.Mutex // one control connection, redialled on failure

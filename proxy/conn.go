@@ -20,9 +20,9 @@ type finishFunc func(ctx context.Context) ([]byte, error)
 
 // pendingResponse is one slot in the per-connection response queue.
 type pendingResponse struct {
-	req     protocol.Request
-	start   time.Time
-	finish  finishFunc
+	req    protocol.Request
+	start  time.Time
+	finish finishFunc
 }
 
 // clientConn is one client connection. The reader goroutine parses requests

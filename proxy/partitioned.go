@@ -114,9 +114,13 @@ var handleDeleteRecords = partitioned[kmsg.DeleteRecordsRequest, *kmsg.DeleteRec
 	},
 	respTopics: func(r *kmsg.DeleteRecordsResponse) *[]kmsg.DeleteRecordsResponseTopic { return &r.Topics },
 	respAcc: topicAccess[kmsg.DeleteRecordsResponseTopic, kmsg.DeleteRecordsResponseTopicPartition]{
-		key:        func(t *kmsg.DeleteRecordsResponseTopic) string { return t.Topic },
-		partitions: func(t *kmsg.DeleteRecordsResponseTopic) []kmsg.DeleteRecordsResponseTopicPartition { return t.Partitions },
-		setParts:   func(t *kmsg.DeleteRecordsResponseTopic, p []kmsg.DeleteRecordsResponseTopicPartition) { t.Partitions = p },
+		key: func(t *kmsg.DeleteRecordsResponseTopic) string { return t.Topic },
+		partitions: func(t *kmsg.DeleteRecordsResponseTopic) []kmsg.DeleteRecordsResponseTopicPartition {
+			return t.Partitions
+		},
+		setParts: func(t *kmsg.DeleteRecordsResponseTopic, p []kmsg.DeleteRecordsResponseTopicPartition) {
+			t.Partitions = p
+		},
 	},
 	throttle: func(r *kmsg.DeleteRecordsResponse) *int32 { return &r.ThrottleMillis },
 }.handle
@@ -132,9 +136,13 @@ var handleDescribeProducers = partitioned[kmsg.DescribeProducersRequest, *kmsg.D
 	},
 	respTopics: func(r *kmsg.DescribeProducersResponse) *[]kmsg.DescribeProducersResponseTopic { return &r.Topics },
 	respAcc: topicAccess[kmsg.DescribeProducersResponseTopic, kmsg.DescribeProducersResponseTopicPartition]{
-		key:        func(t *kmsg.DescribeProducersResponseTopic) string { return t.Topic },
-		partitions: func(t *kmsg.DescribeProducersResponseTopic) []kmsg.DescribeProducersResponseTopicPartition { return t.Partitions },
-		setParts:   func(t *kmsg.DescribeProducersResponseTopic, p []kmsg.DescribeProducersResponseTopicPartition) { t.Partitions = p },
+		key: func(t *kmsg.DescribeProducersResponseTopic) string { return t.Topic },
+		partitions: func(t *kmsg.DescribeProducersResponseTopic) []kmsg.DescribeProducersResponseTopicPartition {
+			return t.Partitions
+		},
+		setParts: func(t *kmsg.DescribeProducersResponseTopic, p []kmsg.DescribeProducersResponseTopicPartition) {
+			t.Partitions = p
+		},
 	},
 	throttle: func(r *kmsg.DescribeProducersResponse) *int32 { return &r.ThrottleMillis },
 }.handle
