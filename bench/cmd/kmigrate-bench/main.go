@@ -1,0 +1,390 @@
+// Command kmigrate-bench is the benchmark behind `make bench`. It measures
+// produce and consume throughput, produce and end-to-end latency, and the
+// proxy's CPU per GB moved, directly against a broker and through the
+// kmigrate proxy side by side in one run, alternating the two sides over
+// several rounds and reporting medians, so drift on a noisy machine does not
+// bias one side.
+//
+// By default it starts a single-node Kafka with internal/kafkatest, builds
+// ./cmd/kmigrate and runs `kmigrate proxy` in front of the broker as a
+// subprocess. Run it from the repository root:
+//
+//	go run ./bench/cmd/kmigrate-bench -out docs/benchmarks.md
+//
+// See -help for the knobs (duration, records, rate, rounds).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kmigrate/kmigrate/internal/kafkatest"
+)
+
+type config struct {
+	bootstrap      string
+	proxyBin       string
+	proxyBootstrap string
+	proxyPID       int
+	brokerPID      int
+	proxyArgs      string
+	directOnly     bool
+
+	rounds          int
+	warmup          bool
+	suites          string
+	recordSize      int
+	partitions      int
+	produceDuration time.Duration
+	produceRecords  int64
+	consumeRecords  int64
+	linger          time.Duration
+	latencyRate     float64
+	latencyDuration time.Duration
+	latencyLinger   time.Duration
+	brokerHeapMB    int
+
+	out      string
+	check    bool
+	keep     bool
+	quiet    bool
+	cmdline  string
+	started  time.Time
+	repoRoot string
+}
+
+func parseFlags() *config {
+	c := &config{}
+	flag.StringVar(&c.bootstrap, "bootstrap", "", "measure against this running Kafka (host:port) instead of starting one with internal/kafkatest")
+	flag.IntVar(&c.brokerPID, "broker-pid", 0, "with -bootstrap: pid of that broker, for its CPU per GB (and so its CPU is not counted as other load)")
+	flag.StringVar(&c.proxyBin, "proxy-bin", "", "kmigrate binary to run (default: go build ./cmd/kmigrate into a temp dir)")
+	flag.StringVar(&c.proxyBootstrap, "proxy-bootstrap", "", "measure an already running proxy at this address instead of starting one (CPU per GB needs -proxy-pid)")
+	flag.IntVar(&c.proxyPID, "proxy-pid", 0, "with -proxy-bootstrap: pid of that proxy, for CPU per GB")
+	flag.StringVar(&c.proxyArgs, "proxy-args", "", "extra arguments for `kmigrate proxy`, space separated")
+	flag.BoolVar(&c.directOnly, "direct-only", false, "measure only the direct side (checks the generator and the broker; no ratios)")
+
+	flag.IntVar(&c.rounds, "rounds", 4, "rounds; each runs every suite on both sides, alternating which goes first")
+	flag.BoolVar(&c.warmup, "warmup", true, "run each suite briefly on both sides before measuring, and drop the result")
+	flag.StringVar(&c.suites, "suites", "produce,consume,latency", "comma-separated suites to run")
+	flag.IntVar(&c.recordSize, "record-size", 1024, "record value size in bytes")
+	flag.IntVar(&c.partitions, "partitions", 6, "partitions of every topic")
+	flag.DurationVar(&c.produceDuration, "produce-duration", 6*time.Second, "length of one produce-throughput run")
+	flag.Int64Var(&c.produceRecords, "produce-records", 0, "records per produce-throughput run; overrides -produce-duration when > 0")
+	flag.Int64Var(&c.consumeRecords, "consume-records", 500000, "records in the topic each consume run reads")
+	flag.DurationVar(&c.linger, "linger", 5*time.Millisecond, "producer linger for throughput runs")
+	flag.Float64Var(&c.latencyRate, "latency-rate", 500, "records/s of the latency runs (moderate, so they measure latency, not queueing)")
+	flag.DurationVar(&c.latencyDuration, "latency-duration", 12*time.Second, "length of one latency run")
+	flag.DurationVar(&c.latencyLinger, "latency-linger", 0, "producer linger for latency runs")
+	flag.IntVar(&c.brokerHeapMB, "broker-heap-mb", 1024, "heap of the broker started by the harness")
+
+	flag.StringVar(&c.out, "out", "", "write the results into this markdown file (e.g. docs/benchmarks.md); empty: stdout only")
+	flag.BoolVar(&c.check, "check", false, "exit 1 if a result misses the bar (throughput >= 90% of direct, p99 added latency <= 1 ms)")
+	flag.BoolVar(&c.keep, "keep-topics", false, "do not delete the benchmark's topics at the end (only matters with -bootstrap)")
+	flag.BoolVar(&c.quiet, "quiet", false, "no per-run progress lines on stderr")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		log.Fatalf("unexpected arguments: %q", flag.Args())
+	}
+	c.cmdline = commandLine()
+	return c
+}
+
+// commandLine is how this run was invoked, for the report.
+func commandLine() string {
+	args := []string{"go run ./bench/cmd/kmigrate-bench"}
+	flag.Visit(func(f *flag.Flag) { args = append(args, fmt.Sprintf("-%s=%s", f.Name, f.Value)) })
+	return strings.Join(args, " ")
+}
+
+// env is what every suite runs against.
+type env struct {
+	cfg    *config
+	direct side
+	proxy  side
+	admin  *kadm.Client // direct to the broker
+	topics []string     // created by this run
+	runID  string
+	// tracked are the processes whose CPU per GB is reported.
+	tracked []tracked
+}
+
+func (e *env) logf(format string, args ...any) {
+	if !e.cfg.quiet {
+		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	}
+}
+
+// freshTopic creates a new topic for one run (directly on the broker).
+func (e *env) freshTopic(ctx context.Context, suite, sideName string, round int) (string, error) {
+	name := fmt.Sprintf("kmigrate-bench-%s-%s-%s-r%d", e.runID, suite, sideName, round)
+	if round < 0 {
+		name = fmt.Sprintf("kmigrate-bench-%s-%s-%s-warmup", e.runID, suite, sideName)
+	}
+	resp, err := e.admin.CreateTopic(ctx, int32(e.cfg.partitions), 1, nil, name)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		return "", fmt.Errorf("create topic %s: %w", name, err)
+	}
+	e.topics = append(e.topics, name)
+	// Wait until every partition has a leader, so the first requests of a
+	// run do not meet a topic the broker is still loading.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		md, err := e.admin.Metadata(ctx, name)
+		if err == nil {
+			t := md.Topics[name]
+			ready := t.Err == nil && len(t.Partitions) == e.cfg.partitions
+			for _, p := range t.Partitions {
+				ready = ready && p.Err == nil && p.Leader >= 0
+			}
+			if ready {
+				return name, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("topic %s has no leader for every partition after 30s (last error: %v)", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// topicRecords is the sum of a topic's end offsets.
+func (e *env) topicRecords(ctx context.Context, topic string) (int64, error) {
+	offs, err := e.admin.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	var ferr error
+	offs.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil && ferr == nil {
+			ferr = o.Err
+		}
+		n += o.Offset
+	})
+	return n, ferr
+}
+
+func main() {
+	log.SetFlags(0)
+	log.SetPrefix("kmigrate-bench: ")
+	cfg := parseFlags()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	code, err := run(ctx, cfg)
+	if err != nil {
+		log.Print(err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func run(ctx context.Context, cfg *config) (int, error) {
+	cfg.started = time.Now()
+	root, err := kafkatest.RepoRoot()
+	if err != nil {
+		return 1, err
+	}
+	cfg.repoRoot = root
+	work, err := os.MkdirTemp("", "kmigrate-bench-")
+	if err != nil {
+		return 1, err
+	}
+	defer os.RemoveAll(work)
+
+	suites, err := pickSuites(cfg.suites)
+	if err != nil {
+		return 2, err
+	}
+	e := &env{cfg: cfg, runID: fmt.Sprintf("%x", time.Now().Unix()&0xffffff)}
+
+	// The broker.
+	kafkaVersion := kafkatest.KafkaVersion
+	brokerNote := "single-node KRaft broker started by internal/kafkatest"
+	bootstrap := cfg.bootstrap
+	if bootstrap == "" {
+		e.logf("starting Kafka %s ...", kafkatest.KafkaVersion)
+		c, err := kafkatest.Start(ctx, kafkatest.Options{Name: "bench", HeapMB: cfg.brokerHeapMB})
+		if err != nil {
+			return 1, fmt.Errorf("start Kafka: %w", err)
+		}
+		defer c.Close()
+		bootstrap = c.Bootstrap()
+		e.logf("Kafka up at %s in %s", bootstrap, c.StartupTime().Round(time.Millisecond))
+		if pid := findBroker(); pid != 0 {
+			e.tracked = append(e.tracked, tracked{label: "broker", pid: pid})
+		} else {
+			e.logf("broker JVM not found among this process's children: no broker CPU figures")
+		}
+	} else {
+		kafkaVersion = "unknown (external -bootstrap)"
+		brokerNote = "external broker at " + bootstrap
+		if cfg.brokerPID != 0 {
+			e.tracked = append(e.tracked, tracked{label: "broker", pid: cfg.brokerPID})
+		}
+	}
+	e.direct = side{name: "direct", bootstrap: []string{bootstrap}}
+	acl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap))
+	if err != nil {
+		return 1, err
+	}
+	defer acl.Close()
+	e.admin = kadm.NewClient(acl)
+	if !cfg.keep {
+		defer func() {
+			if len(e.topics) == 0 {
+				return
+			}
+			dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := e.admin.DeleteTopics(dctx, e.topics...); err != nil {
+				e.logf("delete topics: %v", err)
+			}
+		}()
+	}
+
+	// The proxy.
+	proxyNote := ""
+	if !cfg.directOnly {
+		switch {
+		case cfg.proxyBootstrap != "":
+			e.proxy = side{name: "proxy", bootstrap: []string{cfg.proxyBootstrap}}
+			proxyNote = "external proxy at " + cfg.proxyBootstrap
+			if cfg.proxyPID != 0 {
+				e.tracked = append(e.tracked, tracked{label: "proxy", pid: cfg.proxyPID, onlySide: "proxy"})
+			}
+		default:
+			bin := cfg.proxyBin
+			if bin == "" {
+				e.logf("building ./cmd/kmigrate ...")
+				if bin, err = buildProxy(ctx, root, work); err != nil {
+					return 1, err
+				}
+			}
+			var extra []string
+			if cfg.proxyArgs != "" {
+				extra = strings.Fields(cfg.proxyArgs)
+			}
+			p, err := startProxy(ctx, bin, bootstrap, filepath.Join(work, "proxy.log"), extra)
+			if err != nil {
+				return 1, err
+			}
+			defer p.stop()
+			e.proxy = side{name: "proxy", bootstrap: []string{p.addr}}
+			e.tracked = append(e.tracked, tracked{label: "proxy", pid: p.pid(), onlySide: "proxy"})
+			proxyNote = fmt.Sprintf("`kmigrate proxy` subprocess (pid %d) at %s", p.pid(), p.addr)
+			e.logf("proxy up at %s (pid %d)", p.addr, p.pid())
+		}
+	}
+
+	for _, s := range suites {
+		if err := s.setup(ctx, e); err != nil {
+			return 1, fmt.Errorf("%s setup: %w", s.name(), err)
+		}
+	}
+
+	res := newResults()
+	sidesOf := func(s suite) []side {
+		sd := s.sides(e)
+		if cfg.directOnly {
+			return []side{sd[0]}
+		}
+		return sd[:]
+	}
+	if cfg.warmup {
+		for _, s := range suites {
+			for _, sd := range sidesOf(s) {
+				e.logf("warm-up %s %s", s.name(), sd.name)
+				if _, err := s.run(ctx, e, sd, -1); err != nil {
+					return 1, fmt.Errorf("warm-up %s %s: %w", s.name(), sd.name, err)
+				}
+			}
+		}
+	}
+	for round := 0; round < cfg.rounds; round++ {
+		for _, s := range suites {
+			order := sidesOf(s)
+			if round%2 == 1 {
+				slices.Reverse(order)
+			}
+			for _, sd := range order {
+				m, err := s.run(ctx, e, sd, round)
+				if err != nil {
+					return 1, fmt.Errorf("round %d %s %s: %w", round+1, s.name(), sd.name, err)
+				}
+				if f := m.usage.foreign; f > foreignNoteCores {
+					m.note = strings.TrimPrefix(m.note+fmt.Sprintf("; other processes used %.2f cores", f), "; ")
+				}
+				res.add(s, sd, round, m)
+				e.logf("round %d/%d %-8s %-7s %s", round+1, cfg.rounds, s.name(), sd.name, m.brief())
+			}
+		}
+	}
+
+	rep := buildReport(e, suites, res)
+	rep.kafkaVersion = kafkaVersion
+	rep.brokerNote = brokerNote
+	rep.proxyNote = proxyNote
+	fmt.Println(rep.text())
+	fmt.Println()
+	md := rep.markdown()
+	fmt.Println(md)
+	if cfg.out != "" {
+		if err := writeDoc(cfg.out, md); err != nil {
+			return 1, err
+		}
+		e.logf("wrote %s", cfg.out)
+	}
+	if cfg.check && !rep.pass() {
+		return 1, fmt.Errorf("below the bar")
+	}
+	return 0, nil
+}
+
+// foreignNoteCores is the load from other processes above which a run is
+// flagged in the report.
+const foreignNoteCores = 0.3
+
+func pickSuites(list string) ([]suite, error) {
+	var out []suite
+	all := allSuites()
+	for _, n := range strings.Split(list, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		i := slices.IndexFunc(all, func(s suite) bool { return s.name() == n })
+		if i < 0 {
+			var names []string
+			for _, s := range all {
+				names = append(names, s.name())
+			}
+			return nil, fmt.Errorf("unknown suite %q (have %s)", n, strings.Join(names, ", "))
+		}
+		out = append(out, all[i])
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no suites selected")
+	}
+	return out, nil
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// clockTicks is USER_HZ, the unit of utime/stime in /proc/<pid>/stat. It is
+// 100 on every Linux architecture Go supports (the kernel's CONFIG_HZ does
+// not change it).
+const clockTicks = 100
+
+// procCPU returns the user+system CPU time a process has used so far, from
+// /proc/<pid>/stat (fields 14 and 15, utime and stime).
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseStatCPU(b)
+}
+
+func parseStatCPU(b []byte) (time.Duration, error) {
+	// The command name (field 2) is in parentheses and may hold spaces
+	// and parentheses itself: fields resume after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat: no ')'")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state), so field n is f[n-3].
+	if len(f) < 13 {
+		return 0, fmt.Errorf("malformed /proc stat: %d fields after comm", len(f))
+	}
+	utime, err1 := strconv.ParseInt(f[14-3], 10, 64)
+	stime, err2 := strconv.ParseInt(f[15-3], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("malformed /proc stat: %w", err)
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+}
+
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment
+// ago (the usual bind-and-release race; startProxy fails clearly if lost).
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// buildProxy compiles ./cmd/kmigrate into dir and returns the binary's path.
+func buildProxy(ctx context.Context, repoRoot, dir string) (string, error) {
+	bin := filepath.Join(dir, "kmigrate")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/kmigrate")
+	cmd.Dir = repoRoot
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build ./cmd/kmigrate: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// proxyProc is a running `kmigrate proxy` subprocess.
+type proxyProc struct {
+	cmd       *exec.Cmd
+	addr      string // client listener
+	adminAddr string
+	logPath   string
+	done      chan struct{}
+	waitErr   error
+}
+
+// startProxy runs `bin proxy` in front of source and waits until it accepts
+// connections on its listener and answers a Metadata request there.
+func startProxy(ctx context.Context, bin, source, logPath string, extraArgs []string) (*proxyProc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	adminAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close() // the child holds its own descriptor
+	args := append([]string{"proxy",
+		"--source-bootstrap", source,
+		"--listen", addr,
+		"--admin-listen", adminAddr,
+	}, extraArgs...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// The proxy must not outlive the benchmark, even if it is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	p := &proxyProc{cmd: cmd, addr: addr, adminAddr: adminAddr, logPath: logPath, done: make(chan struct{})}
+	go func() { p.waitErr = cmd.Wait(); close(p.done) }()
+	if err := p.waitReady(ctx, 30*time.Second); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("proxy %s %s: %w\n--- proxy log tail ---\n%s", bin, strings.Join(args, " "), err, tail(logPath, 20))
+	}
+	return p, nil
+}
+
+func (p *proxyProc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proxyProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *proxyProc) waitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		if p.exited() {
+			return fmt.Errorf("exited before it was ready: %v", p.waitErr)
+		}
+		c, err := net.DialTimeout("tcp", p.addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("listener %s did not accept connections within %s", p.addr, timeout)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// Accepting is not serving: ask for metadata through it.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(p.addr))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	for {
+		_, err := kadm.NewClient(cl).BrokerMetadata(ctx)
+		if err == nil {
+			return nil
+		}
+		if p.exited() {
+			return fmt.Errorf("exited before it was ready: %v", p.waitErr)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no Metadata answer through %s within %s: %v", p.addr, timeout, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// stop ends the proxy: SIGTERM, then SIGKILL after 10s.
+func (p *proxyProc) stop() {
+	if p.exited() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// tail returns the last n lines of a file, for error messages.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,429 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kmigrate/kmigrate/bench/loadgen"
+)
+
+// results holds every measurement by suite, side and round.
+type results struct {
+	by map[string]map[string][]measurement // suite -> side -> per round
+}
+
+func newResults() *results { return &results{by: map[string]map[string][]measurement{}} }
+
+func (r *results) add(s suite, sd side, round int, m measurement) {
+	if r.by[s.name()] == nil {
+		r.by[s.name()] = map[string][]measurement{}
+	}
+	ms := r.by[s.name()][sd.name]
+	for len(ms) <= round {
+		ms = append(ms, measurement{})
+	}
+	ms[round] = m
+	r.by[s.name()][sd.name] = ms
+}
+
+func (m measurement) brief() string {
+	var parts []string
+	for _, x := range m.metrics {
+		parts = append(parts, fmt.Sprintf("%s=%s", x.name, fmtVal(x.value, x.unit)))
+	}
+	for _, l := range slices.Sorted(maps.Keys(m.usage.proc)) {
+		parts = append(parts, fmt.Sprintf("%s-cpu=%.2fs", l, m.usage.proc[l].Seconds()))
+	}
+	parts = append(parts, fmt.Sprintf("foreign=%.2f-cores", m.usage.foreign))
+	if m.note != "" {
+		parts = append(parts, "NOTE: "+m.note)
+	}
+	return strings.Join(parts, " ")
+}
+
+// row is one line of the comparison table.
+type row struct {
+	suite, metric, unit string
+	a, b                float64 // medians over rounds of baseline and candidate
+	ratio, delta        float64 // medians over rounds of the paired b/a and b-a
+	hasB                bool
+}
+
+// cpuRow is one process's CPU cost on one side of one suite.
+type cpuRow struct {
+	suite, side, process string
+	perGB                float64 // CPU seconds per GB (10^9 value bytes) moved, median over rounds
+	cores                float64 // CPU seconds per wall second, median over rounds
+	gbPerRun             float64
+}
+
+// check is one line of the bar.
+type check struct {
+	name        string
+	bar, goal   string
+	measured    string
+	pass, great bool
+	skipped     bool
+}
+
+type report struct {
+	cfg                                 *config
+	sideA, sideB                        string
+	rows                                []row
+	cpu                                 []cpuRow
+	checks                              []check
+	notes                               []string
+	kafkaVersion, brokerNote, proxyNote string
+	elapsed                             time.Duration
+	// foreign and steal are, per measured run, the cores used by other
+	// processes on the machine and taken by the hypervisor.
+	foreign, steal []float64
+}
+
+func buildReport(e *env, suites []suite, res *results) *report {
+	rep := &report{cfg: e.cfg, sideA: "direct", sideB: "proxy", elapsed: time.Since(e.cfg.started)}
+	for _, s := range suites {
+		sd := s.sides(e)
+		a, b := res.by[s.name()][sd[0].name], res.by[s.name()][sd[1].name]
+		if len(a) == 0 {
+			continue
+		}
+		for i, m := range a[0].metrics {
+			r := row{suite: s.name(), metric: m.name, unit: m.unit}
+			var av, bv, ratios, deltas []float64
+			for round := range a {
+				av = append(av, a[round].metrics[i].value)
+				if round < len(b) && len(b[round].metrics) > i {
+					x, y := a[round].metrics[i].value, b[round].metrics[i].value
+					bv = append(bv, y)
+					deltas = append(deltas, y-x)
+					if x != 0 {
+						ratios = append(ratios, y/x)
+					}
+				}
+			}
+			r.a = loadgen.Median(av)
+			if len(bv) > 0 {
+				r.hasB = true
+				r.b = loadgen.Median(bv)
+				r.ratio = loadgen.Median(ratios)
+				r.delta = loadgen.Median(deltas)
+			}
+			rep.rows = append(rep.rows, r)
+		}
+		for _, x := range []struct {
+			name string
+			ms   []measurement
+		}{{sd[0].name, a}, {sd[1].name, b}} {
+			for _, p := range e.tracked {
+				if p.onlySide != "" && p.onlySide != x.name {
+					continue
+				}
+				var perGB, cores, gb []float64
+				for _, m := range x.ms {
+					cpu, ok := m.usage.proc[p.label]
+					if !ok {
+						continue
+					}
+					if m.bytes > 0 {
+						perGB = append(perGB, cpu.Seconds()/(float64(m.bytes)/1e9))
+						gb = append(gb, float64(m.bytes)/1e9)
+					}
+					if m.usage.wall > 0 {
+						cores = append(cores, cpu.Seconds()/m.usage.wall.Seconds())
+					}
+				}
+				if len(cores) > 0 {
+					rep.cpu = append(rep.cpu, cpuRow{suite: s.name(), side: x.name, process: p.label,
+						perGB: loadgen.Median(perGB), cores: loadgen.Median(cores), gbPerRun: loadgen.Median(gb)})
+				}
+			}
+			for _, m := range x.ms {
+				rep.foreign = append(rep.foreign, m.usage.foreign)
+				rep.steal = append(rep.steal, m.usage.steal)
+			}
+		}
+		for sideName, ms := range map[string][]measurement{sd[0].name: a, sd[1].name: b} {
+			for round, m := range ms {
+				if m.note != "" {
+					rep.notes = append(rep.notes, fmt.Sprintf("%s %s round %d: %s", s.name(), sideName, round+1, m.note))
+				}
+			}
+		}
+	}
+	rep.checks = rep.bar()
+	return rep
+}
+
+func (rep *report) find(suite, metric string) (row, bool) {
+	for _, r := range rep.rows {
+		if r.suite == suite && r.metric == metric {
+			return r, true
+		}
+	}
+	return row{}, false
+}
+
+// bar is the performance bar of the design: throughput through the proxy at
+// least 90% of direct (goal 97%), p99 latency added by the proxy at most
+// 1 ms (goal 0.5 ms).
+func (rep *report) bar() []check {
+	var cs []check
+	for _, s := range []string{"produce", "consume"} {
+		c := check{name: s + " throughput, proxy/direct (records/s)", bar: ">= 90%", goal: ">= 97%"}
+		if r, ok := rep.find(s, "records/s"); ok && r.hasB {
+			c.measured = fmt.Sprintf("%.1f%%", 100*r.ratio)
+			c.pass, c.great = r.ratio >= 0.90, r.ratio >= 0.97
+		} else {
+			c.skipped = true
+		}
+		cs = append(cs, c)
+	}
+	for _, m := range []string{"produce p99", "end-to-end p99"} {
+		c := check{name: m + " added by the proxy", bar: "<= 1 ms", goal: "<= 0.5 ms"}
+		if r, ok := rep.find("latency", m); ok && r.hasB {
+			c.measured = fmt.Sprintf("%+.2f ms", r.delta)
+			c.pass, c.great = r.delta <= 1, r.delta <= 0.5
+		} else {
+			c.skipped = true
+		}
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+func (rep *report) pass() bool {
+	for _, c := range rep.checks {
+		if !c.skipped && !c.pass {
+			return false
+		}
+	}
+	return true
+}
+
+func (c check) verdict() string {
+	switch {
+	case c.skipped:
+		return "not measured"
+	case c.great:
+		return "PASS (meets goal)"
+	case c.pass:
+		return "PASS (bar, not goal)"
+	default:
+		return "FAIL"
+	}
+}
+
+func fmtVal(v float64, unit string) string {
+	switch unit {
+	case "rec/s":
+		return fmt.Sprintf("%.0f rec/s", v)
+	case "MB/s":
+		return fmt.Sprintf("%.1f MB/s", v)
+	case "ms":
+		return fmt.Sprintf("%.2f ms", v)
+	}
+	return fmt.Sprintf("%.3g %s", v, unit)
+}
+
+func fmtDelta(v float64, unit string) string {
+	switch unit {
+	case "rec/s":
+		return fmt.Sprintf("%+.0f rec/s", v)
+	case "MB/s":
+		return fmt.Sprintf("%+.1f MB/s", v)
+	case "ms":
+		return fmt.Sprintf("%+.2f ms", v)
+	}
+	return fmt.Sprintf("%+.3g %s", v, unit)
+}
+
+func (r row) cells() []string {
+	c := []string{r.suite, r.metric, fmtVal(r.a, r.unit), "-", "-", "-"}
+	if r.hasB {
+		c[3] = fmtVal(r.b, r.unit)
+		c[4] = fmt.Sprintf("%.1f%%", 100*r.ratio)
+		c[5] = fmtDelta(r.delta, r.unit)
+	}
+	return c
+}
+
+func (rep *report) header() []string {
+	return []string{"suite", "metric", rep.sideA, rep.sideB, rep.sideB + "/" + rep.sideA, rep.sideB + " - " + rep.sideA}
+}
+
+// text is the human table for the terminal.
+func (rep *report) text() string {
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "kmigrate bench: %d rounds, alternating %s/%s order, medians (ratio and difference: medians of per-round pairs)\n\n", rep.cfg.rounds, rep.sideA, rep.sideB)
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
+	line := func(cells []string) { fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t") }
+	line(rep.header())
+	for _, r := range rep.rows {
+		line(r.cells())
+	}
+	tw.Flush()
+	if len(rep.cpu) > 0 {
+		buf.WriteString("\n")
+		tw = tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
+		line([]string{"suite", "side", "process", "CPU s per GB", "cores busy", "GB per run"})
+		for _, c := range rep.cpu {
+			line([]string{c.suite, c.side, c.process, fmt.Sprintf("%.2f", c.perGB), fmt.Sprintf("%.2f", c.cores), fmt.Sprintf("%.3f", c.gbPerRun)})
+		}
+		tw.Flush()
+	}
+	buf.WriteString("\n")
+	tw = tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
+	for _, c := range rep.checks {
+		fmt.Fprintf(tw, "%s\tbar %s, goal %s\t%s\t%s\n", c.name, c.bar, c.goal, c.measured, c.verdict())
+	}
+	tw.Flush()
+	fmt.Fprintf(&buf, "\n%s\n", rep.loadLine())
+	for _, n := range rep.notes {
+		fmt.Fprintf(&buf, "note: %s\n", n)
+	}
+	return strings.TrimRight(buf.String(), "\n")
+}
+
+// markdown is the block written into docs/benchmarks.md.
+func (rep *report) markdown() string {
+	var b strings.Builder
+	cfg := rep.cfg
+	fmt.Fprintf(&b, "### Run of %s\n\n", cfg.started.UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(&b, "- Command: `%s`\n", cfg.cmdline)
+	fmt.Fprintf(&b, "- Machine: %d CPUs (`nproc`), %s, %s, Linux %s, %s\n", runtime.NumCPU(), cpuModel(), memTotal(), kernel(), runtime.Version())
+	fmt.Fprintf(&b, "- Kafka: %s, %s\n", rep.kafkaVersion, rep.brokerNote)
+	if rep.proxyNote != "" {
+		fmt.Fprintf(&b, "- Proxy: %s\n", rep.proxyNote)
+	}
+	fmt.Fprintf(&b, "- Load: franz-go %s, idempotent producer, acks=all, %d B incompressible values, no compression, %d partitions; "+
+		"throughput runs %s with linger %s; latency runs %.0f records/s for %s with linger %s; consume runs read %d records\n",
+		"kgo", cfg.recordSize, cfg.partitions, produceLen(cfg), cfg.linger, cfg.latencyRate, cfg.latencyDuration, cfg.latencyLinger, cfg.consumeRecords)
+	fmt.Fprintf(&b, "- Method: %d rounds, each running every suite on both sides, the side that goes first alternating by round; "+
+		"a side's value is the median over rounds; the ratio and difference columns are medians of the per-round pairs. Whole run took %s.\n\n",
+		cfg.rounds, rep.elapsed.Round(time.Second))
+
+	h := rep.header()
+	b.WriteString("| " + strings.Join(h, " | ") + " |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|\n")
+	for _, r := range rep.rows {
+		b.WriteString("| " + strings.Join(r.cells(), " | ") + " |\n")
+	}
+	if len(rep.cpu) > 0 {
+		b.WriteString("\nCPU per GB moved (utime+stime from /proc/<pid>/stat around each run; GB = 10^9 record value bytes; medians over rounds):\n\n")
+		b.WriteString("| suite | side | process | CPU s per GB | cores busy | GB per run |\n|---|---|---|---:|---:|---:|\n")
+		for _, c := range rep.cpu {
+			fmt.Fprintf(&b, "| %s | %s | %s | %.2f | %.2f | %.3f |\n", c.suite, c.side, c.process, c.perGB, c.cores, c.gbPerRun)
+		}
+	}
+	b.WriteString("\nAgainst the bar:\n\n| check | bar | goal | measured | verdict |\n|---|---|---|---:|---|\n")
+	for _, c := range rep.checks {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", c.name, c.bar, c.goal, c.measured, c.verdict())
+	}
+	fmt.Fprintf(&b, "\n%s\n", rep.loadLine())
+	if len(rep.notes) > 0 {
+		b.WriteString("\nNotes:\n\n")
+		for _, n := range rep.notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// loadLine says how busy the machine was with other work during the runs.
+func (rep *report) loadLine() string {
+	if len(rep.foreign) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("Other load on the machine during the measured runs (CPU not used by the benchmark, its broker or its proxy): "+
+		"median %.2f cores, worst run %.2f cores; hypervisor steal: median %.2f cores, worst %.2f.",
+		loadgen.Median(rep.foreign), slices.Max(rep.foreign), loadgen.Median(rep.steal), slices.Max(rep.steal))
+}
+
+func produceLen(cfg *config) string {
+	if cfg.produceRecords > 0 {
+		return fmt.Sprintf("%d records", cfg.produceRecords)
+	}
+	return cfg.produceDuration.String()
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func memTotal() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "unknown memory"
+	}
+	var kb int64
+	for _, l := range strings.Split(string(b), "\n") {
+		if _, err := fmt.Sscanf(l, "MemTotal: %d kB", &kb); err == nil {
+			return fmt.Sprintf("%.0f GiB RAM", math.Round(float64(kb)/(1<<20)))
+		}
+	}
+	return "unknown memory"
+}
+
+func kernel() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+const (
+	beginMarker = "<!-- kmigrate-bench:results:begin (generated by bench/cmd/kmigrate-bench; edits inside are overwritten) -->"
+	endMarker   = "<!-- kmigrate-bench:results:end -->"
+)
+
+// writeDoc puts md between the markers of path, creating the file from
+// docTemplate when it does not exist. Text outside the markers is kept.
+func writeDoc(path, md string) error {
+	old, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		old, err = []byte(docTemplate), nil
+	}
+	if err != nil {
+		return err
+	}
+	s := string(old)
+	i, j := strings.Index(s, beginMarker), strings.Index(s, endMarker)
+	if i < 0 || j < i {
+		s = strings.TrimRight(s, "\n") + "\n\n" + beginMarker + "\n" + endMarker + "\n"
+		i, j = strings.Index(s, beginMarker), strings.Index(s, endMarker)
+	}
+	s = s[:i+len(beginMarker)] + "\n" + md + "\n" + s[j:]
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+const docTemplate = `# Benchmarks
+
+See the top of this file in the repository for the method; the block
+between the markers below is rewritten by every ` + "`make bench`" + `.
+
+` + beginMarker + `
+` + endMarker + `
+`
