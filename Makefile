@@ -1,0 +1,43 @@
+# kmigrate — see README.md. `make test` is the one test command (CI runs it
+# through .ci/run); `make run` starts a real Kafka with the proxy in front.
+GO        ?= go
+PKGS      := ./...
+FUZZTIME  ?= 30s
+
+.PHONY: build test unit deps vet fuzz bench run clean
+
+build:
+	$(GO) build -o bin/kmigrate ./cmd/kmigrate
+
+# Everything: installs the non-Go prerequisites (Kafka jars via mvn, kcat via
+# apt-get, confluent-kafka via pip), vets, then runs unit, fuzz-seed and
+# real-Kafka integration tests.
+test: deps vet
+	$(GO) test -count=1 -timeout 28m $(PKGS)
+
+# Fast tests only (kfake, fuzz seed corpora); no Kafka needed.
+unit:
+	$(GO) test -count=1 -short ./protocol/... ./proxy/...
+
+deps:
+	scripts/install-test-deps.sh
+
+vet:
+	$(GO) vet $(PKGS)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+
+# Longer fuzzing of every target (the seed corpora already run in `make test`).
+fuzz:
+	$(GO) test ./protocol -run '^$$' -fuzz FuzzReadFrame -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy -run '^$$' -fuzz FuzzRewriteResponses -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy -run '^$$' -fuzz FuzzSplitProduce -fuzztime $(FUZZTIME)
+
+bench: deps
+	$(GO) run ./bench/cmd/kmigrate-bench
+
+run:
+	scripts/run-local.sh
+
+clean:
+	rm -rf bin
