@@ -61,9 +61,14 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	removeStaleDirs()
 	dir, err := os.MkdirTemp("", "kafkatest-"+opts.Name+"-")
 	if err != nil {
 		return nil, fmt.Errorf("kafkatest: create temp dir: %w", err)
+	}
+	if err := writeOwner(dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("kafkatest: %w", err)
 	}
 	c := &Cluster{opts: opts, libs: libs, dir: dir}
 	if opts.TLS {
@@ -174,7 +179,9 @@ func (c *Cluster) boot(ctx context.Context) error {
 	}
 	fmt.Fprintf(logf, "==== kafkatest: starting broker %s at %s\n", c.opts.Name, time.Now().Format(time.RFC3339Nano))
 
-	args := append(brokerJVMOpts(c.opts.HeapMB),
+	cds, cdsFinish := cdsFlags(c.libs, java, archiveName(MainKafka), true)
+	args := append(brokerJVMOpts(c.opts.HeapMB), cds...)
+	args = append(args,
 		"-Dlog4j2.configurationFile="+filepath.Join(c.libs, "log4j2.properties"),
 		"-Dkafkatest.log.level="+c.opts.LogLevel,
 		"-Dkafka.logs.dir="+filepath.Join(c.dir, "logs"),
@@ -186,19 +193,23 @@ func (c *Cluster) boot(ctx context.Context) error {
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
+		cdsFinish()
 		return fmt.Errorf("kafkatest: start broker JVM: %w", err)
 	}
 	p := &process{cmd: cmd, log: logf, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		p.log.Close()
+		// A broker that exited cleanly (Stop, Close) has dumped its class
+		// archive by now; one that was killed has not.
+		cdsFinish()
 		close(p.done)
 	}()
 	c.proc = p
 
 	if err := c.waitReady(ctx, p); err != nil {
 		c.stopLocked(syscall.SIGKILL, 0)
-		tail := c.LogTail(40)
+		tail := c.errorTail(40)
 		if strings.Contains(tail, "Address already in use") {
 			err = fmt.Errorf("%w: %w", errAddrInUse, err)
 		}
@@ -448,6 +459,23 @@ func (c *Cluster) LogTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// errorTail is LogTail without Java stack frames, which would otherwise push
+// the exception messages out of a short tail.
+func (c *Cluster) errorTail(n int) string {
+	var keep []string
+	for _, l := range strings.Split(c.LogTail(10*n), "\n") {
+		t := strings.TrimSpace(l)
+		if strings.HasPrefix(t, "at ") || (strings.HasPrefix(t, "...") && strings.HasSuffix(t, "more")) {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	if len(keep) > n {
+		keep = keep[len(keep)-n:]
+	}
+	return strings.Join(keep, "\n")
 }
 
 // Client returns a franz-go client seeded with the PLAINTEXT listener, with

@@ -43,6 +43,11 @@ func (c *Cluster) serverProperties() string {
 		"num.io.threads":                       "4",
 		"num.recovery.threads.per.data.dir":    "1",
 		"background.threads":                   "4",
+		// After a crash (Kill) the restarted broker cannot register until
+		// the controller expires its previous session (9s by default), so
+		// keep sessions short; heartbeats are loopback calls within one JVM.
+		"broker.session.timeout.ms":    "4500",
+		"broker.heartbeat.interval.ms": "1000",
 		// The log cleaner allocates its dedupe buffer (128 MiB by default)
 		// on the heap at start-up; 16 MiB is plenty for tests.
 		"log.cleaner.dedupe.buffer.size": "16777216",

@@ -60,25 +60,34 @@ var longRunning = map[string]bool{
 // with the test binary (Linux); cancelling ctx kills the whole group. The
 // jars are fetched first if this process has not done so yet.
 func ToolCmd(ctx context.Context, mainClass string, args ...string) (*exec.Cmd, error) {
+	cmd, _, err := toolCmd(ctx, false, mainClass, args...)
+	return cmd, err
+}
+
+// toolCmd builds the command for ToolCmd and ToolStdin. With dumpCDS the JVM
+// may dump a class archive, and finish must run after it exits.
+func toolCmd(ctx context.Context, dumpCDS bool, mainClass string, args ...string) (cmd *exec.Cmd, finish func(), err error) {
 	libs, err := LibsDir(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	java, err := javaPath()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	jvm := []string{"-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"}
 	if longRunning[mainClass] {
 		jvm = []string{"-Xmx1g", "-XX:+UseSerialGC"}
 	}
+	cds, finish := cdsFlags(libs, java, archiveName(mainClass), dumpCDS)
+	jvm = append(jvm, cds...)
 	jvm = append(jvm,
 		"-XX:-UsePerfData",
 		"-Djava.awt.headless=true",
 		"-Dlog4j2.configurationFile="+filepath.Join(libs, "log4j2.properties"),
 		"-cp", filepath.Join(libs, "*"),
 		mainClass)
-	cmd := exec.CommandContext(ctx, java, append(jvm, args...)...)
+	cmd = exec.CommandContext(ctx, java, append(jvm, args...)...)
 	cmd.SysProcAttr = sysProcAttr()
 	cmd.Cancel = func() error {
 		signalGroup(cmd.Process, syscall.SIGKILL)
@@ -86,7 +95,7 @@ func ToolCmd(ctx context.Context, mainClass string, args ...string) (*exec.Cmd, 
 	}
 	// Do not let Wait hang on output pipes a stray grandchild keeps open.
 	cmd.WaitDelay = 5 * time.Second
-	return cmd, nil
+	return cmd, finish, nil
 }
 
 // Tool runs mainClass to completion and returns its stdout and stderr. A
@@ -97,13 +106,15 @@ func Tool(ctx context.Context, mainClass string, args ...string) (stdout, stderr
 
 // ToolStdin is Tool with stdin, e.g. records for the console producer.
 func ToolStdin(ctx context.Context, stdin io.Reader, mainClass string, args ...string) (stdout, stderr string, err error) {
-	cmd, err := ToolCmd(ctx, mainClass, args...)
+	cmd, finish, err := toolCmd(ctx, true, mainClass, args...)
 	if err != nil {
 		return "", "", err
 	}
 	var out, errb bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &errb
-	if err := cmd.Run(); err != nil {
+	err = cmd.Run()
+	finish()
+	if err != nil {
 		tail := strings.TrimSpace(errb.String())
 		if len(tail) > 4000 {
 			tail = "..." + tail[len(tail)-4000:]
