@@ -44,6 +44,23 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		return nil, err
 	}
 	return func(ctx context.Context) ([]byte, error) {
+		if len(calls) == 1 {
+			// The common case: forward the upstream bytes as they are when
+			// nothing names an upstream broker, saving a copy of every batch.
+			body, err := calls[0].wait(ctx)
+			if err != nil {
+				return nil, err
+			}
+			resp, err := decodeResponse[kmsg.FetchResponse](body, r.APIVersion)
+			if err != nil {
+				return nil, err
+			}
+			if !c.p.rewriteFetchHints(resp) && resp.SessionID == 0 {
+				return body, nil
+			}
+			resp.SessionID = 0
+			return resp.AppendTo(nil), nil
+		}
 		resps, err := gather[kmsg.FetchResponse](ctx, calls, r.APIVersion)
 		if err != nil {
 			return nil, err
@@ -69,20 +86,28 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 // rewriteFetchHints hides upstream brokers: KIP-951 leader hints point at
 // the proxy and KIP-392 preferred read replicas are withdrawn (the client
 // must keep fetching through the proxy).
-func (p *Proxy) rewriteFetchHints(resp *kmsg.FetchResponse) {
+// It reports whether anything changed.
+func (p *Proxy) rewriteFetchHints(resp *kmsg.FetchResponse) bool {
+	changed := false
 	for i := range resp.Topics {
 		parts := resp.Topics[i].Partitions
 		for j := range parts {
 			pt := &parts[j]
 			if pt.CurrentLeader.LeaderID >= 0 {
 				pt.CurrentLeader.LeaderID = p.cfg.NodeID
+				changed = true
 			}
-			pt.PreferredReadReplica = -1
+			if pt.PreferredReadReplica >= 0 {
+				pt.PreferredReadReplica = -1
+				changed = true
+			}
 		}
 	}
 	if len(resp.Brokers) > 0 {
 		b := kmsg.NewFetchResponseBroker()
 		b.NodeID, b.Host, b.Port = p.cfg.NodeID, p.advHost, p.advPort
 		resp.Brokers = []kmsg.FetchResponseBroker{b}
+		changed = true
 	}
+	return changed
 }

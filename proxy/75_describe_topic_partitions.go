@@ -32,9 +32,25 @@ func handleDescribeTopicPartitions(c *clientConn, r *protocol.Request) (finishFu
 					pt.LeaderID = c.p.cfg.NodeID
 				}
 				pt.Replicas, pt.ISR = self, self
-				pt.EligibleLeaderReplicas, pt.LastKnownELR, pt.OfflineReplicas = nil, nil, nil
+				pt.EligibleLeaderReplicas = asSelf(pt.EligibleLeaderReplicas, self)
+				pt.LastKnownELR = asSelf(pt.LastKnownELR, self)
+				pt.OfflineReplicas = []int32{}
 			}
 		}
 		return resp.AppendTo(nil), nil
 	}, nil
+}
+
+// asSelf maps a replica list onto the proxy: null stays null (the Java
+// client reads null and empty differently), a non-empty list becomes the
+// proxy alone.
+func asSelf(ids, self []int32) []int32 {
+	switch {
+	case ids == nil:
+		return nil
+	case len(ids) == 0:
+		return []int32{}
+	default:
+		return self
+	}
 }

@@ -93,10 +93,9 @@ func gather[R any, PR interface {
 		if err != nil {
 			return nil, err
 		}
-		resp := PR(new(R))
-		resp.SetVersion(version)
-		if err := resp.ReadFrom(body); err != nil {
-			return nil, fmt.Errorf("decode %s v%d response: %w", kmsg.NameForKey(resp.Key()), version, err)
+		resp, err := decodeResponse[R, PR](body, version)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, resp)
 	}
@@ -128,5 +127,3 @@ func decodeResponse[R any, PR interface {
 	}
 	return resp, nil
 }
-
-func maxThrottle(cur, next int32) int32 { return max(cur, next) }
