@@ -127,3 +127,5 @@ func decodeResponse[R any, PR interface {
 	}
 	return resp, nil
 }
+
+func maxThrottle(cur, next int32) int32 { return max(cur, next) }
