@@ -23,11 +23,13 @@ const EnvNoCDS = "KMIGRATE_KAFKA_NO_CDS"
 // marker so that a new JDK or a refetch gets a new archive.
 
 // cdsFlags returns the JVM flags for the archive called name (e.g. the main
-// class) and a function to call once that JVM has exited: it moves a freshly
-// dumped archive into place. With dump false an existing archive is used but
-// none is created (callers that cannot run the finish step).
-func cdsFlags(libs, java, name string, dump bool) (flags []string, finish func()) {
-	noop := func() {}
+// class) and a function to call with the JVM's process state once it has
+// exited: it moves a freshly dumped archive into place if the JVM exited by
+// itself (a JVM killed by a signal may have left a partial dump). With dump
+// false an existing archive is used but none is created (for callers that
+// cannot run the finish step).
+func cdsFlags(libs, java, name string, dump bool) (flags []string, finish func(*os.ProcessState)) {
+	noop := func(*os.ProcessState) {}
 	if os.Getenv(EnvNoCDS) != "" {
 		return nil, noop
 	}
@@ -51,8 +53,10 @@ func cdsFlags(libs, java, name string, dump bool) (flags []string, finish func()
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	tmp := final + "." + hex.EncodeToString(rnd[:]) + ".tmp"
-	return append(logFlags, "-XX:ArchiveClassesAtExit="+tmp), func() {
-		if st, err := os.Stat(tmp); err == nil && st.Size() > 0 {
+	return append(logFlags, "-XX:ArchiveClassesAtExit="+tmp), func(ps *os.ProcessState) {
+		// Exited is false for a JVM ended by a signal; one that handled
+		// SIGTERM itself exits (with status 143) after dumping.
+		if st, err := os.Stat(tmp); err == nil && st.Size() > 0 && ps != nil && ps.Exited() {
 			if os.Rename(tmp, final) == nil {
 				return
 			}

@@ -193,7 +193,7 @@ func (c *Cluster) boot(ctx context.Context) error {
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		cdsFinish()
+		cdsFinish(nil)
 		return fmt.Errorf("kafkatest: start broker JVM: %w", err)
 	}
 	p := &process{cmd: cmd, log: logf, done: make(chan struct{})}
@@ -202,7 +202,7 @@ func (c *Cluster) boot(ctx context.Context) error {
 		p.log.Close()
 		// A broker that exited cleanly (Stop, Close) has dumped its class
 		// archive by now; one that was killed has not.
-		cdsFinish()
+		cdsFinish(cmd.ProcessState)
 		close(p.done)
 	}()
 	c.proc = p

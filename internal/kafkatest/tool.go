@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -66,7 +67,7 @@ func ToolCmd(ctx context.Context, mainClass string, args ...string) (*exec.Cmd, 
 
 // toolCmd builds the command for ToolCmd and ToolStdin. With dumpCDS the JVM
 // may dump a class archive, and finish must run after it exits.
-func toolCmd(ctx context.Context, dumpCDS bool, mainClass string, args ...string) (cmd *exec.Cmd, finish func(), err error) {
+func toolCmd(ctx context.Context, dumpCDS bool, mainClass string, args ...string) (cmd *exec.Cmd, finish func(*os.ProcessState), err error) {
 	libs, err := LibsDir(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -113,7 +114,7 @@ func ToolStdin(ctx context.Context, stdin io.Reader, mainClass string, args ...s
 	var out, errb bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &errb
 	err = cmd.Run()
-	finish()
+	finish(cmd.ProcessState)
 	if err != nil {
 		tail := strings.TrimSpace(errb.String())
 		if len(tail) > 4000 {
