@@ -112,150 +112,226 @@ func producerOpts(cfg ProduceConfig) []kgo.Opt {
 // Produce runs one produce run and waits until every record is acknowledged.
 // A record that fails fails the run.
 func Produce(ctx context.Context, cfg ProduceConfig) (ProduceResult, error) {
-	if cfg.RecordSize < 8 {
-		return ProduceResult{}, fmt.Errorf("record size %d: need at least 8 bytes", cfg.RecordSize)
-	}
-	if cfg.Records <= 0 && cfg.Duration <= 0 {
-		return ProduceResult{}, errors.New("need Records or Duration")
-	}
-	cl, err := kgo.NewClient(producerOpts(cfg)...)
+	p, err := newProducer(ctx, cfg)
 	if err != nil {
 		return ProduceResult{}, err
 	}
-	defer cl.Close()
-	paced := cfg.Rate > 0
-	capacity := 0
-	if paced {
-		n := cfg.Records
-		if n <= 0 {
-			n = int64(cfg.Rate*cfg.Duration.Seconds()) + 1
-		}
-		capacity = int(n)
-	}
-
-	var (
-		acked, ackedBytes atomic.Int64
-		lastAck           atomic.Int64 // unix nanos
-		errMu             sync.Mutex
-		firstErr          error
-		latMu             sync.Mutex
-		lats              = make([]time.Duration, 0, capacity)
-		sendNanos         []atomic.Int64 // by sequence, for end-to-end
-		e2e               *e2eConsumer
-	)
-	if paced && cfg.EndToEnd {
-		sendNanos = make([]atomic.Int64, capacity)
-		e2e, err = startE2E(cfg, sendNanos)
-		if err != nil {
-			return ProduceResult{}, err
-		}
-		defer e2e.stop()
-	}
-	fail := func(err error) {
-		errMu.Lock()
-		if firstErr == nil {
-			firstErr = err
-		}
-		errMu.Unlock()
-	}
-	failed := func() error {
-		errMu.Lock()
-		defer errMu.Unlock()
-		return firstErr
-	}
-
-	// Connect, fetch metadata and the producer id before the clock starts,
-	// so the run measures steady state, not the handshake. The end-to-end
-	// consumer must have seen every warm-up record, so it is fetching at the
-	// tail of every partition, before the first measured record goes out.
-	warm, err := warmProducer(ctx, cl, cfg.Topic)
-	if err != nil {
-		return ProduceResult{}, fmt.Errorf("warm up producer: %w", err)
-	}
-	if e2e != nil {
-		if err := e2e.waitReady(ctx, warm, 30*time.Second); err != nil {
-			return ProduceResult{}, err
-		}
-	}
-
+	defer p.close()
 	base := Payload(cfg.RecordSize)
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	start := time.Now()
 	deadline := start.Add(cfg.Duration)
-	var behind time.Duration
-	var seq int64
-	for ; ; seq++ {
-		if cfg.Records > 0 && seq >= cfg.Records {
-			break
-		}
-		if paced && seq >= int64(capacity) {
+	for seq := int64(0); ; seq++ {
+		if cfg.Records > 0 && seq >= cfg.Records || p.paced() && seq >= int64(len(p.sendNanos)) {
 			break
 		}
 		now := time.Now()
 		if cfg.Records <= 0 && !now.Before(deadline) {
 			break
 		}
-		if runCtx.Err() != nil || failed() != nil {
+		if ctx.Err() != nil || p.failed() != nil {
 			break
 		}
-		value := base
-		if paced {
-			due := start.Add(time.Duration(float64(seq) / cfg.Rate * float64(time.Second)))
-			if d := due.Sub(now); d > 0 {
-				time.Sleep(d)
-				now = time.Now()
-			} else if -d > behind {
-				behind = -d
-			}
-			// Paced records carry their sequence number so the
-			// end-to-end consumer can find the send time.
-			value = make([]byte, len(base))
-			copy(value, base)
-			binary.BigEndian.PutUint64(value, uint64(seq))
-			if sendNanos != nil {
-				sendNanos[seq].Store(now.UnixNano())
+		if p.paced() {
+			now = p.pace(start, seq, now, cfg.Rate)
+		}
+		p.send(ctx, base, seq, now)
+	}
+	return p.finish(ctx, start)
+}
+
+// ProducePaired runs two paced runs at once, interleaved record by record on
+// one schedule (a's record, b's record, a's, ...; each at its own Rate, which
+// must be equal). Both sides then meet the same moments of noise on a shared
+// machine, which makes the difference of their latencies far steadier than
+// that of two runs made one after the other. Records and Duration come from a.
+func ProducePaired(ctx context.Context, a, b ProduceConfig) (ProduceResult, ProduceResult, error) {
+	if a.Rate <= 0 || a.Rate != b.Rate {
+		return ProduceResult{}, ProduceResult{}, fmt.Errorf("paired runs need one positive rate (got %v and %v)", a.Rate, b.Rate)
+	}
+	b.Records, b.Duration = a.Records, a.Duration
+	pa, err := newProducer(ctx, a)
+	if err != nil {
+		return ProduceResult{}, ProduceResult{}, err
+	}
+	defer pa.close()
+	pb, err := newProducer(ctx, b)
+	if err != nil {
+		return ProduceResult{}, ProduceResult{}, err
+	}
+	defer pb.close()
+	base := Payload(a.RecordSize)
+	start := time.Now()
+	n := int64(len(pa.sendNanos))
+	for i := int64(0); i < 2*n; i++ {
+		if ctx.Err() != nil || pa.failed() != nil || pb.failed() != nil {
+			break
+		}
+		p, seq := pa, i/2
+		if i%2 == 1 {
+			p = pb
+		}
+		now := p.pace(start, i, time.Now(), 2*a.Rate)
+		p.send(ctx, base, seq, now)
+	}
+	ra, erra := pa.finish(ctx, start)
+	rb, errb := pb.finish(ctx, start)
+	return ra, rb, errors.Join(erra, errb)
+}
+
+// producer is one kgo producer client with its bookkeeping.
+type producer struct {
+	cfg ProduceConfig
+	cl  *kgo.Client
+
+	acked, ackedBytes atomic.Int64
+	lastAck           atomic.Int64 // unix nanos
+
+	errMu    sync.Mutex
+	firstErr error
+
+	latMu  sync.Mutex
+	lats   []time.Duration
+	behind time.Duration // worst lateness against the schedule
+
+	sendNanos []atomic.Int64 // by sequence, for paced runs
+	e2e       *e2eConsumer
+}
+
+// newProducer connects, fetches metadata and the producer id before the
+// clock starts, so that a run measures steady state, not the handshake. The
+// end-to-end consumer, if any, has seen every warm-up record when it
+// returns, so it is fetching at the tail of every partition before the first
+// measured record goes out.
+func newProducer(ctx context.Context, cfg ProduceConfig) (*producer, error) {
+	if cfg.RecordSize < 8 {
+		return nil, fmt.Errorf("record size %d: need at least 8 bytes", cfg.RecordSize)
+	}
+	if cfg.Records <= 0 && cfg.Duration <= 0 {
+		return nil, errors.New("need Records or Duration")
+	}
+	cl, err := kgo.NewClient(producerOpts(cfg)...)
+	if err != nil {
+		return nil, err
+	}
+	p := &producer{cfg: cfg, cl: cl}
+	if cfg.Rate > 0 {
+		n := cfg.Records
+		if n <= 0 {
+			n = int64(cfg.Rate*cfg.Duration.Seconds()) + 1
+		}
+		p.sendNanos = make([]atomic.Int64, n)
+		p.lats = make([]time.Duration, 0, n)
+		if cfg.EndToEnd {
+			if p.e2e, err = startE2E(cfg, p.sendNanos); err != nil {
+				cl.Close()
+				return nil, err
 			}
 		}
-		sent := now
-		cl.Produce(runCtx, &kgo.Record{Value: value}, func(r *kgo.Record, err error) {
-			if err != nil {
-				fail(fmt.Errorf("produce to %s: %w", cfg.Topic, err))
-				return
-			}
-			done := time.Now()
-			acked.Add(1)
-			ackedBytes.Add(int64(len(r.Value)))
-			lastAck.Store(done.UnixNano())
-			if paced {
-				latMu.Lock()
-				lats = append(lats, done.Sub(sent))
-				latMu.Unlock()
-			}
-		})
 	}
-	if err := cl.Flush(ctx); err != nil {
-		fail(err)
+	warm, err := warmProducer(ctx, cl, cfg.Topic)
+	if err != nil {
+		p.close()
+		return nil, fmt.Errorf("warm up producer for %s: %w", cfg.Topic, err)
 	}
-	if err := failed(); err != nil {
+	if p.e2e != nil {
+		if err := p.e2e.waitReady(ctx, warm, 30*time.Second); err != nil {
+			p.close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (p *producer) paced() bool { return p.sendNanos != nil }
+
+func (p *producer) close() {
+	if p.e2e != nil {
+		p.e2e.stop()
+	}
+	p.cl.Close()
+}
+
+func (p *producer) fail(err error) {
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	if p.firstErr == nil {
+		p.firstErr = err
+	}
+}
+
+func (p *producer) failed() error {
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	return p.firstErr
+}
+
+// pace sleeps until slot i of a schedule of rate slots per second from
+// start, and returns the time it woke (or now, if already late).
+func (p *producer) pace(start time.Time, i int64, now time.Time, rate float64) time.Time {
+	due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+	if d := due.Sub(now); d > 0 {
+		time.Sleep(d)
+		return time.Now()
+	} else if -d > p.behind {
+		p.behind = -d
+	}
+	return now
+}
+
+// send produces one record. On a paced run the value carries seq, so the
+// end-to-end consumer can find the send time, and the ack latency is
+// recorded from now.
+func (p *producer) send(ctx context.Context, base []byte, seq int64, now time.Time) {
+	value := base
+	paced := p.paced()
+	if paced {
+		value = make([]byte, len(base))
+		copy(value, base)
+		binary.BigEndian.PutUint64(value, uint64(seq))
+		p.sendNanos[seq].Store(now.UnixNano())
+	}
+	p.cl.Produce(ctx, &kgo.Record{Value: value}, func(r *kgo.Record, err error) {
+		if err != nil {
+			p.fail(fmt.Errorf("produce to %s: %w", p.cfg.Topic, err))
+			return
+		}
+		done := time.Now()
+		p.acked.Add(1)
+		p.ackedBytes.Add(int64(len(r.Value)))
+		p.lastAck.Store(done.UnixNano())
+		if paced {
+			p.latMu.Lock()
+			p.lats = append(p.lats, done.Sub(now))
+			p.latMu.Unlock()
+		}
+	})
+}
+
+// finish waits for every record's ack (and, on an end-to-end run, for the
+// consumer to see them) and returns the result.
+func (p *producer) finish(ctx context.Context, start time.Time) (ProduceResult, error) {
+	if err := p.cl.Flush(ctx); err != nil {
+		p.fail(err)
+	}
+	if err := p.failed(); err != nil {
 		return ProduceResult{}, err
 	}
 	res := ProduceResult{
-		Records: acked.Load(),
-		Bytes:   ackedBytes.Load(),
-		Behind:  behind,
+		Records: p.acked.Load(),
+		Bytes:   p.ackedBytes.Load(),
+		Behind:  p.behind,
 	}
-	if last := lastAck.Load(); last > 0 {
+	if last := p.lastAck.Load(); last > 0 {
 		res.Elapsed = time.Unix(0, last).Sub(start)
 	}
-	if paced {
-		latMu.Lock()
-		res.Latencies = lats
-		latMu.Unlock()
+	if p.paced() {
+		p.latMu.Lock()
+		res.Latencies = p.lats
+		p.latMu.Unlock()
 	}
-	if e2e != nil {
-		res.EndToEnd, err = e2e.wait(ctx, res.Records, 30*time.Second)
-		if err != nil {
+	if p.e2e != nil {
+		var err error
+		if res.EndToEnd, err = p.e2e.wait(ctx, res.Records, 30*time.Second); err != nil {
 			return res, err
 		}
 	}

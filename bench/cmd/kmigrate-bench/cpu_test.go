@@ -64,3 +64,19 @@ func TestWriteDoc(t *testing.T) {
 		t.Fatalf("rewritten file:\n%s", s)
 	}
 }
+
+func TestParseProducerPerf(t *testing.T) {
+	out := `749326 records sent, 149865.2 records/sec (146.35 MB/sec), 12.3 ms avg latency, 210.0 ms max latency.
+1000000 records sent, 151898.7 records/sec (148.34 MB/sec), 95.12 ms avg latency, 310.00 ms max latency, 91 ms 50th, 180 ms 95th, 260 ms 99th, 300 ms 99.9th.
+`
+	p, err := parseProducerPerf(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.records != 1000000 || p.recordsPerSec != 151898.7 || p.p99 != 260 {
+		t.Fatalf("%+v", p)
+	}
+	if _, err := parseProducerPerf("nothing"); err == nil {
+		t.Fatal("no error without a summary")
+	}
+}

@@ -55,6 +55,7 @@ type config struct {
 	latencyDuration time.Duration
 	latencyLinger   time.Duration
 	brokerHeapMB    int
+	javaRecords     int64
 
 	out      string
 	check    bool
@@ -77,7 +78,7 @@ func parseFlags() *config {
 
 	flag.IntVar(&c.rounds, "rounds", 4, "rounds; each runs every suite on both sides, alternating which goes first")
 	flag.BoolVar(&c.warmup, "warmup", true, "run each suite briefly on both sides before measuring, and drop the result")
-	flag.StringVar(&c.suites, "suites", "produce,consume,latency", "comma-separated suites to run")
+	flag.StringVar(&c.suites, "suites", defaultSuites, "comma-separated suites to run")
 	flag.IntVar(&c.recordSize, "record-size", 1024, "record value size in bytes")
 	flag.IntVar(&c.partitions, "partitions", 6, "partitions of every topic")
 	flag.DurationVar(&c.produceDuration, "produce-duration", 6*time.Second, "length of one produce-throughput run")
@@ -87,6 +88,7 @@ func parseFlags() *config {
 	flag.Float64Var(&c.latencyRate, "latency-rate", 500, "records/s of the latency runs (moderate, so they measure latency, not queueing)")
 	flag.DurationVar(&c.latencyDuration, "latency-duration", 12*time.Second, "length of one latency run")
 	flag.DurationVar(&c.latencyLinger, "latency-linger", 0, "producer linger for latency runs")
+	flag.Int64Var(&c.javaRecords, "java-records", 300000, "records per run of the java-produce suite (Kafka's ProducerPerformance; add it with -suites)")
 	flag.IntVar(&c.brokerHeapMB, "broker-heap-mb", 1024, "heap of the broker started by the harness")
 
 	flag.StringVar(&c.out, "out", "", "write the results into this markdown file (e.g. docs/benchmarks.md); empty: stdout only")
@@ -313,6 +315,9 @@ func run(ctx context.Context, cfg *config) (int, error) {
 	}
 	if cfg.warmup {
 		for _, s := range suites {
+			if _, ok := s.(pairedSuite); ok {
+				continue // the unpaired suites have warmed up the same paths
+			}
 			for _, sd := range sidesOf(s) {
 				e.logf("warm-up %s %s", s.name(), sd.name)
 				if _, err := s.run(ctx, e, sd, -1); err != nil {
@@ -323,6 +328,22 @@ func run(ctx context.Context, cfg *config) (int, error) {
 	}
 	for round := 0; round < cfg.rounds; round++ {
 		for _, s := range suites {
+			if ps, ok := s.(pairedSuite); ok {
+				if cfg.directOnly {
+					continue
+				}
+				sd := s.sides(e)
+				ma, mb, err := ps.runPair(ctx, e, sd[0], sd[1], round)
+				if err != nil {
+					return 1, fmt.Errorf("round %d %s: %w", round+1, s.name(), err)
+				}
+				for i, m := range []measurement{ma, mb} {
+					m = flagForeign(m)
+					res.add(s, sd[i], round, m)
+					e.logf("round %d/%d %-8s %-7s %s", round+1, cfg.rounds, s.name(), sd[i].name, m.brief())
+				}
+				continue
+			}
 			order := sidesOf(s)
 			if round%2 == 1 {
 				slices.Reverse(order)
@@ -332,9 +353,7 @@ func run(ctx context.Context, cfg *config) (int, error) {
 				if err != nil {
 					return 1, fmt.Errorf("round %d %s %s: %w", round+1, s.name(), sd.name, err)
 				}
-				if f := m.usage.foreign; f > foreignNoteCores {
-					m.note = strings.TrimPrefix(m.note+fmt.Sprintf("; other processes used %.2f cores", f), "; ")
-				}
+				m = flagForeign(m)
 				res.add(s, sd, round, m)
 				e.logf("round %d/%d %-8s %-7s %s", round+1, cfg.rounds, s.name(), sd.name, m.brief())
 			}
@@ -364,6 +383,13 @@ func run(ctx context.Context, cfg *config) (int, error) {
 // foreignNoteCores is the load from other processes above which a run is
 // flagged in the report.
 const foreignNoteCores = 0.3
+
+func flagForeign(m measurement) measurement {
+	if f := m.usage.foreign; f > foreignNoteCores {
+		m.note = strings.TrimPrefix(m.note+fmt.Sprintf("; other processes used %.2f cores", f), "; ")
+	}
+	return m
+}
 
 func pickSuites(list string) ([]suite, error) {
 	var out []suite

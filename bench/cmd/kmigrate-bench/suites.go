@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kmigrate/kmigrate/bench/loadgen"
+	"github.com/kmigrate/kmigrate/internal/kafkatest"
 )
 
 // A side is one way to reach what is measured: the broker directly, or the
@@ -54,9 +58,19 @@ type suite interface {
 	run(ctx context.Context, e *env, s side, round int) (measurement, error)
 }
 
-func allSuites() []suite {
-	return []suite{&produceSuite{}, &consumeSuite{}, &latencySuite{}}
+// A pairedSuite measures both sides in one run, interleaved, instead of one
+// run per side; the main loop prefers runPair when a suite has it.
+type pairedSuite interface {
+	suite
+	runPair(ctx context.Context, e *env, a, b side, round int) (ma, mb measurement, err error)
 }
+
+func allSuites() []suite {
+	return []suite{&produceSuite{}, &consumeSuite{}, &latencySuite{}, &pairedLatencySuite{}, &javaProduceSuite{}}
+}
+
+// defaultSuites is what `make bench` runs.
+const defaultSuites = "produce,consume,latency,latency-paired"
 
 func directVsProxy(e *env) [2]side { return [2]side{e.direct, e.proxy} }
 
@@ -179,6 +193,22 @@ func (*latencySuite) run(ctx context.Context, e *env, s side, round int) (measur
 	if err != nil {
 		return measurement{}, err
 	}
+	cfg := e.latencyConfig(s, topic, round)
+	var res loadgen.ProduceResult
+	use, err := e.measure(s, func() error {
+		var err error
+		res, err = loadgen.Produce(ctx, cfg)
+		return err
+	})
+	if err != nil {
+		return measurement{}, err
+	}
+	m := latencyMeasurement(res)
+	m.usage = use
+	return m, nil
+}
+
+func (e *env) latencyConfig(s side, topic string, round int) loadgen.ProduceConfig {
 	cfg := loadgen.ProduceConfig{
 		Bootstrap:  s.bootstrap,
 		Topic:      topic,
@@ -192,15 +222,10 @@ func (*latencySuite) run(ctx context.Context, e *env, s side, round int) (measur
 	if round < 0 {
 		cfg.Duration = min(cfg.Duration, 3*time.Second)
 	}
-	var res loadgen.ProduceResult
-	use, err := e.measure(s, func() error {
-		var err error
-		res, err = loadgen.Produce(ctx, cfg)
-		return err
-	})
-	if err != nil {
-		return measurement{}, err
-	}
+	return cfg
+}
+
+func latencyMeasurement(res loadgen.ProduceResult) measurement {
 	ack := loadgen.Summarize(res.Latencies)
 	e2e := loadgen.Summarize(res.EndToEnd)
 	m := measurement{
@@ -212,12 +237,49 @@ func (*latencySuite) run(ctx context.Context, e *env, s side, round int) (measur
 			{name: "end-to-end p99", unit: "ms", value: ms(e2e.P99)},
 			{name: "end-to-end p999", unit: "ms", value: ms(e2e.P999)},
 		},
-		bytes: res.Bytes, elapsed: res.Elapsed, usage: use,
+		bytes: res.Bytes, elapsed: res.Elapsed,
 	}
 	if res.Behind > 5*time.Millisecond {
 		m.note = fmt.Sprintf("generator fell %s behind schedule", res.Behind.Round(time.Millisecond))
 	}
-	return m, nil
+	return m
+}
+
+// pairedLatencySuite is latencySuite with both sides in one run: one
+// schedule alternates a direct record and a proxy record (each side at
+// -latency-rate), so both meet the same moments of noise.
+type pairedLatencySuite struct{ latencySuite }
+
+func (*pairedLatencySuite) name() string { return "latency-paired" }
+func (*pairedLatencySuite) runPair(ctx context.Context, e *env, a, b side, round int) (measurement, measurement, error) {
+	ta, err := e.freshTopic(ctx, "latpair", a.name, round)
+	if err != nil {
+		return measurement{}, measurement{}, err
+	}
+	tb, err := e.freshTopic(ctx, "latpair", b.name, round)
+	if err != nil {
+		return measurement{}, measurement{}, err
+	}
+	var ra, rb loadgen.ProduceResult
+	use, err := e.measure(b, func() error {
+		var err error
+		ra, rb, err = loadgen.ProducePaired(ctx, e.latencyConfig(a, ta, round), e.latencyConfig(b, tb, round))
+		return err
+	})
+	if err != nil {
+		return measurement{}, measurement{}, err
+	}
+	ma, mb := latencyMeasurement(ra), latencyMeasurement(rb)
+	// The candidate's own processes (the proxy) carry only its traffic;
+	// shared ones (the broker) carry both sides', so they are left out.
+	ma.usage = usage{wall: use.wall, foreign: use.foreign, steal: use.steal}
+	mb.usage = usage{wall: use.wall, foreign: use.foreign, steal: use.steal, proc: map[string]time.Duration{}}
+	for _, p := range e.tracked {
+		if p.onlySide == b.name {
+			mb.usage.proc[p.label] = use.proc[p.label]
+		}
+	}
+	return ma, mb, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -242,4 +304,87 @@ func (e *env) measure(s side, f func() error) (usage, error) {
 		return usage{}, err
 	}
 	return between(before, after, procs), nil
+}
+
+// javaProduceSuite is a second opinion on produce throughput: Kafka's own
+// ProducerPerformance tool (from the harness's jars) with the same settings
+// (acks=all, idempotent, linger, no compression), its output parsed. Not in
+// the default set: a JVM per run costs time.
+type javaProduceSuite struct{}
+
+func (*javaProduceSuite) name() string                      { return "java-produce" }
+func (*javaProduceSuite) sides(e *env) [2]side              { return directVsProxy(e) }
+func (*javaProduceSuite) setup(context.Context, *env) error { return nil }
+func (*javaProduceSuite) run(ctx context.Context, e *env, s side, round int) (measurement, error) {
+	topic, err := e.freshTopic(ctx, "javaproduce", s.name, round)
+	if err != nil {
+		return measurement{}, err
+	}
+	records := e.cfg.javaRecords
+	if round < 0 {
+		records = min(records, 50000)
+	}
+	args := []string{
+		"--topic", topic,
+		"--num-records", strconv.FormatInt(records, 10),
+		"--record-size", strconv.Itoa(e.cfg.recordSize),
+		"--throughput", "-1",
+		"--producer-props",
+		"bootstrap.servers=" + strings.Join(s.bootstrap, ","),
+		"acks=all",
+		"enable.idempotence=true",
+		"compression.type=none",
+		"linger.ms=" + strconv.FormatInt(e.cfg.linger.Milliseconds(), 10),
+	}
+	var out string
+	use, err := e.measure(s, func() error {
+		var err error
+		out, _, err = kafkatest.Tool(ctx, kafkatest.MainProducerPerf, args...)
+		return err
+	})
+	if err != nil {
+		return measurement{}, err
+	}
+	sum, err := parseProducerPerf(out)
+	if err != nil {
+		return measurement{}, err
+	}
+	return measurement{
+		metrics: []metric{
+			{name: "records/s", unit: "rec/s", value: sum.recordsPerSec, higher: true},
+			{name: "MB/s", unit: "MB/s", value: sum.recordsPerSec * float64(e.cfg.recordSize) / 1e6, higher: true},
+			{name: "p99 at saturation", unit: "ms", value: sum.p99},
+		},
+		bytes:   sum.records * int64(e.cfg.recordSize),
+		elapsed: time.Duration(float64(sum.records) / sum.recordsPerSec * float64(time.Second)),
+		usage:   use,
+	}, nil
+}
+
+type producerPerf struct {
+	records       int64
+	recordsPerSec float64
+	p99           float64 // ms
+}
+
+// producerPerfRE matches ProducerPerformance's summary line, e.g.
+// "300000 records sent, 151898.7 records/sec (148.34 MB/sec), 95.12 ms avg
+// latency, 310.00 ms max latency, 91 ms 50th, 180 ms 95th, 260 ms 99th,
+// 300 ms 99.9th."
+var producerPerfRE = regexp.MustCompile(`(\d+) records sent, ([\d.]+) records/sec \([\d.]+ MB/sec\), [\d.]+ ms avg latency, [\d.]+ ms max latency, \d+ ms 50th, \d+ ms 95th, (\d+) ms 99th`)
+
+func parseProducerPerf(out string) (producerPerf, error) {
+	all := producerPerfRE.FindAllStringSubmatch(out, -1)
+	if len(all) == 0 {
+		return producerPerf{}, fmt.Errorf("no summary line in ProducerPerformance output:\n%s", out)
+	}
+	m := all[len(all)-1] // the last line is the summary; earlier ones are 5 s windows
+	var p producerPerf
+	p.records, _ = strconv.ParseInt(m[1], 10, 64)
+	p.recordsPerSec, _ = strconv.ParseFloat(m[2], 64)
+	p.p99, _ = strconv.ParseFloat(m[3], 64)
+	if p.records == 0 || p.recordsPerSec == 0 {
+		return p, fmt.Errorf("empty ProducerPerformance summary %q", m[0])
+	}
+	return p, nil
 }
