@@ -33,7 +33,7 @@ type usage struct {
 type snapshot struct {
 	at          time.Time
 	busy, steal time.Duration // whole machine
-	own         time.Duration // this process and its descendants
+	own         time.Duration // this process and its descendants, live or reaped
 	proc        map[string]time.Duration
 }
 
@@ -43,9 +43,11 @@ func takeSnapshot(procs []tracked) (snapshot, error) {
 	if s.busy, s.steal, err = machineCPU(); err != nil {
 		return s, err
 	}
+	// Children that exited during the run (a Kafka CLI tool, say) have
+	// their CPU in their parent's cutime/cstime once reaped.
 	for _, pid := range append([]int{os.Getpid()}, descendants(os.Getpid())...) {
-		if c, err := procCPU(pid); err == nil { // a child may just have exited
-			s.own += c
+		if c, r, err := procCPUs(pid); err == nil { // a child may just have exited
+			s.own += c + r
 		}
 	}
 	for _, p := range procs {

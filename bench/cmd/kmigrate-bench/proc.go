@@ -26,31 +26,45 @@ const clockTicks = 100
 // procCPU returns the user+system CPU time a process has used so far, from
 // /proc/<pid>/stat (fields 14 and 15, utime and stime).
 func procCPU(pid int) (time.Duration, error) {
+	self, _, err := procCPUs(pid)
+	return self, err
+}
+
+// procCPUs returns a process's own CPU time and that of its children it
+// has waited for (fields 16 and 17, cutime and cstime).
+func procCPUs(pid int) (self, reaped time.Duration, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return parseStatCPU(b)
+	return parseStat(b)
 }
 
 func parseStatCPU(b []byte) (time.Duration, error) {
+	self, _, err := parseStat(b)
+	return self, err
+}
+
+func parseStat(b []byte) (self, reaped time.Duration, err error) {
 	// The command name (field 2) is in parentheses and may hold spaces
 	// and parentheses itself: fields resume after the last ')'.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, errors.New("malformed /proc stat: no ')'")
+		return 0, 0, errors.New("malformed /proc stat: no ')'")
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state), so field n is f[n-3].
-	if len(f) < 13 {
-		return 0, fmt.Errorf("malformed /proc stat: %d fields after comm", len(f))
+	if len(f) < 15 {
+		return 0, 0, fmt.Errorf("malformed /proc stat: %d fields after comm", len(f))
 	}
-	utime, err1 := strconv.ParseInt(f[14-3], 10, 64)
-	stime, err2 := strconv.ParseInt(f[15-3], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("malformed /proc stat: %w", err)
+	var v [4]int64 // utime stime cutime cstime
+	for k := range v {
+		if v[k], err = strconv.ParseInt(f[14-3+k], 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("malformed /proc stat: %w", err)
+		}
 	}
-	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+	tick := func(n int64) time.Duration { return time.Duration(n) * time.Second / clockTicks }
+	return tick(v[0] + v[1]), tick(v[2] + v[3]), nil
 }
 
 // freeAddr returns a 127.0.0.1 address with a port that was free a moment
