@@ -580,4 +580,3 @@ func TestKadmTopics(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
-
