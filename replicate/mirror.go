@@ -1,0 +1,495 @@
+// Package replicate is the ordered mirror from the source cluster to the
+// target: every committed record of every selected topic is copied in order,
+// per partition, exactly once, and the exact offset mapping is recorded in a
+// MapStore.
+//
+// Exactly once across restarts does not need transactions on the target
+// (whose aborted records a read_uncommitted consumer would see): the mirror is
+// the only writer of its target partitions and copies in order with an
+// idempotent producer, so after a crash the records the target holds beyond
+// the recorded map are exactly the next records the mirror would copy. On
+// start it counts them and maps them instead of writing them again.
+package replicate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/kmigrate/kmigrate/offsetsync"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Config describes a mirror.
+type Config struct {
+	Source, Target []kgo.Opt // connection options: seed brokers, TLS, SASL
+	Topics         Selection
+	// Start is where partitions with no map yet begin: Earliest (the
+	// default), Latest, or At(t).
+	Start StartPosition
+	// Recheck is how often topics and partitions are rediscovered.
+	Recheck time.Duration
+	Maps    MapStore
+	Logger  *slog.Logger
+	// MaxBufferedRecords bounds the records read but not yet acknowledged
+	// by the target (default 10,000): past it the mirror stops reading.
+	MaxBufferedRecords int
+}
+
+// StartPosition is where a partition without a map starts.
+type StartPosition struct {
+	latest bool
+	millis int64 // > 0: first record at or after this time
+}
+
+var (
+	Earliest = StartPosition{}
+	Latest   = StartPosition{latest: true}
+)
+
+// At starts at the first record with a timestamp at or after t.
+func At(t time.Time) StartPosition { return StartPosition{millis: t.UnixMilli()} }
+
+// startOffset resolves the configured start position of a partition to a
+// concrete source offset, which the anchor needs.
+func (m *Mirror) startOffset(ctx context.Context, tp Partition) (int64, error) {
+	var (
+		offs kadm.ListedOffsets
+		err  error
+	)
+	switch s := m.cfg.Start; {
+	case s.latest:
+		offs, err = m.srcAdm.ListEndOffsets(ctx, tp.Topic)
+	case s.millis > 0:
+		offs, err = m.srcAdm.ListOffsetsAfterMilli(ctx, s.millis, tp.Topic)
+	default:
+		offs, err = m.srcAdm.ListStartOffsets(ctx, tp.Topic)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("source start offset of %s/%d: %w", tp.Topic, tp.Partition, err)
+	}
+	o, ok := offs.Lookup(tp.Topic, tp.Partition)
+	if !ok || o.Err != nil {
+		return 0, fmt.Errorf("source start offset of %s/%d: %v", tp.Topic, tp.Partition, o.Err)
+	}
+	return o.Offset, nil
+}
+
+// Mirror copies the selected topics. Run drives it; Status reads it.
+type Mirror struct {
+	cfg    Config
+	log    *slog.Logger
+	src    *kgo.Client
+	srcAdm *kadm.Client
+	dstAdm *kadm.Client
+
+	producersMu sync.Mutex
+	producers   map[uint8]*kgo.Client // one per compression codec
+	dstOpts     []kgo.Opt
+
+	mu    sync.Mutex
+	parts map[Partition]*partState
+	fatal error // first produce failure; Run returns it
+}
+
+// partState is one partition's progress, guarded by Mirror.mu.
+type partState struct {
+	skip       int64 // records already in the target, to map rather than copy
+	nextTarget int64 // target offset of the next skipped record
+	highWater  int64
+	lastStable int64
+	nextSource int64 // first source offset not yet acknowledged by the target
+	copied     int64
+	pending    offsetsync.Map // acknowledged, not yet in the MapStore
+	segments   int
+
+	codec   uint8 // codec of the last record sent
+	unacked int64 // produced, not yet acknowledged
+}
+
+// New connects the mirror's clients. It does not copy anything until Run.
+func New(cfg Config) (*Mirror, error) {
+	if cfg.Maps == nil {
+		return nil, errors.New("mirror needs a map store")
+	}
+	if cfg.Recheck <= 0 {
+		cfg.Recheck = 5 * time.Second
+	}
+	if cfg.MaxBufferedRecords <= 0 {
+		cfg.MaxBufferedRecords = 10_000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	src, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.Source...),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), // aborted records and markers are not data
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	)...)
+	if err != nil {
+		return nil, fmt.Errorf("source client: %w", err)
+	}
+	dst, err := kgo.NewClient(cfg.Target...)
+	if err != nil {
+		src.Close()
+		return nil, fmt.Errorf("target client: %w", err)
+	}
+	m := &Mirror{
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "mirror"),
+		src:       src,
+		srcAdm:    kadm.NewClient(src),
+		dstAdm:    kadm.NewClient(dst),
+		producers: map[uint8]*kgo.Client{},
+		parts:     make(map[Partition]*partState),
+	}
+	m.dstOpts = append(append([]kgo.Opt{}, cfg.Target...),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.MaxBufferedRecords(cfg.MaxBufferedRecords),
+		kgo.ProducerLinger(time.Millisecond),
+	)
+	m.producers[0], err = kgo.NewClient(append(m.dstOpts, kgo.ProducerBatchCompression(kgo.NoCompression()))...)
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("target producer: %w", err)
+	}
+	return m, nil
+}
+
+// Close releases the clients. Call after Run returned.
+func (m *Mirror) Close() {
+	m.src.Close()
+	m.dstAdm.Close()
+	m.producersMu.Lock()
+	defer m.producersMu.Unlock()
+	for _, p := range m.producers {
+		p.Close()
+	}
+}
+
+// Run mirrors until ctx ends or a record cannot be written; it then flushes
+// what was acknowledged into the map store. After an error, Close and start a
+// new Mirror: it resumes exactly where the map and the target say.
+func (m *Mirror) Run(ctx context.Context) error {
+	if err := m.discover(ctx); err != nil {
+		return err
+	}
+	nextDiscovery := time.Now().Add(m.cfg.Recheck)
+	for {
+		pollCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		fetches := m.src.PollRecords(pollCtx, 5000)
+		cancel()
+		if ctx.Err() != nil {
+			return m.stop(ctx.Err())
+		}
+		for _, fe := range fetches.Errors() {
+			if !errors.Is(fe.Err, context.DeadlineExceeded) && !errors.Is(fe.Err, context.Canceled) {
+				m.log.Warn("source fetch error", "topic", fe.Topic, "partition", fe.Partition, "err", fe.Err)
+			}
+		}
+		var copyErr error
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if copyErr == nil {
+				copyErr = m.copyPartition(ctx, fp)
+			}
+		})
+		if copyErr != nil {
+			return m.stop(copyErr)
+		}
+		if err := m.flushMaps(ctx); err != nil {
+			return m.stop(err)
+		}
+		if err := m.fatalErr(); err != nil {
+			return m.stop(err)
+		}
+		if time.Now().After(nextDiscovery) {
+			if err := m.discover(ctx); err != nil {
+				m.log.Warn("topic discovery failed; retrying", "err", err)
+			}
+			nextDiscovery = time.Now().Add(m.cfg.Recheck)
+		}
+	}
+}
+
+// stop waits for in-flight records so their mapping is not lost, then
+// records it.
+func (m *Mirror) stop(cause error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m.producersMu.Lock()
+	for _, p := range m.producers {
+		p.Flush(ctx)
+	}
+	m.producersMu.Unlock()
+	if err := m.flushMaps(ctx); err != nil {
+		return errors.Join(cause, err)
+	}
+	if errors.Is(cause, context.Canceled) {
+		return nil
+	}
+	return cause
+}
+
+func (m *Mirror) fatalErr() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.fatal
+}
+
+// copyPartition copies one partition's fetched records in order.
+func (m *Mirror) copyPartition(ctx context.Context, fp kgo.FetchTopicPartition) error {
+	tp := Partition{fp.Topic, fp.Partition}
+	m.mu.Lock()
+	st := m.parts[tp]
+	if st == nil {
+		m.mu.Unlock()
+		return nil // a partition removed since the fetch
+	}
+	st.highWater, st.lastStable = fp.HighWatermark, fp.LastStableOffset
+	m.mu.Unlock()
+	for _, r := range fp.Records {
+		m.mu.Lock()
+		if st.skip > 0 {
+			// Already in the target from before a restart: map, don't copy.
+			err := m.mapped(st, r.Offset, st.nextTarget)
+			st.nextTarget++
+			st.skip--
+			m.mu.Unlock()
+			if err != nil {
+				return fmt.Errorf("%s/%d: %w", tp.Topic, tp.Partition, err)
+			}
+			continue
+		}
+		codec := r.Attrs.CompressionType()
+		mustDrain := codec != st.codec && st.unacked > 0
+		st.codec = codec
+		st.unacked++
+		m.mu.Unlock()
+		producer, err := m.producer(ctx, codec, mustDrain)
+		if err != nil {
+			return err
+		}
+		srcOffset := r.Offset
+		out := &kgo.Record{
+			Topic: r.Topic, Partition: r.Partition,
+			Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp,
+		}
+		producer.Produce(ctx, out, func(out *kgo.Record, err error) {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			st.unacked--
+			if err == nil {
+				err = m.mapped(st, srcOffset, out.Offset)
+			}
+			if err != nil && m.fatal == nil {
+				m.fatal = fmt.Errorf("mirror %s/%d source offset %d: %w", tp.Topic, tp.Partition, srcOffset, err)
+			}
+		})
+	}
+	return nil
+}
+
+// mapped records that source offset src is target offset dst. Called with mu held.
+func (m *Mirror) mapped(st *partState, src, dst int64) error {
+	var err error
+	st.pending, err = st.pending.Append(offsetsync.Segment{Virtual: src, Source: src, Target: dst, Length: 1})
+	if err != nil {
+		return err
+	}
+	st.nextSource = src + 1
+	st.copied++
+	return nil
+}
+
+// producer returns the target producer for a codec, so batches keep the
+// source's compression. A partition switching codec first waits for its
+// records on the previous producer: two producers could otherwise reorder it.
+func (m *Mirror) producer(ctx context.Context, codec uint8, drainOthers bool) (*kgo.Client, error) {
+	m.producersMu.Lock()
+	defer m.producersMu.Unlock()
+	if drainOthers {
+		for c, p := range m.producers {
+			if c == codec {
+				continue
+			}
+			if err := p.Flush(ctx); err != nil {
+				return nil, fmt.Errorf("flush before compression change: %w", err)
+			}
+		}
+	}
+	if p := m.producers[codec]; p != nil {
+		return p, nil
+	}
+	c, ok := codecs[codec]
+	if !ok {
+		return nil, fmt.Errorf("unknown compression codec %d in a source batch", codec)
+	}
+	p, err := kgo.NewClient(append(m.dstOpts, kgo.ProducerBatchCompression(c))...)
+	if err != nil {
+		return nil, fmt.Errorf("target producer (codec %d): %w", codec, err)
+	}
+	m.producers[codec] = p
+	return p, nil
+}
+
+var codecs = map[uint8]kgo.CompressionCodec{
+	0: kgo.NoCompression(), 1: kgo.GzipCompression(), 2: kgo.SnappyCompression(),
+	3: kgo.Lz4Compression(), 4: kgo.ZstdCompression(),
+}
+
+// flushMaps moves acknowledged mappings into the map store.
+func (m *Mirror) flushMaps(ctx context.Context) error {
+	m.mu.Lock()
+	batch := make(map[Partition]offsetsync.Map)
+	for tp, st := range m.parts {
+		if len(st.pending) > 0 {
+			batch[tp] = st.pending
+			st.pending = nil
+		}
+	}
+	m.mu.Unlock()
+	for tp, segs := range batch {
+		if err := m.cfg.Maps.Append(ctx, tp, segs); err != nil {
+			return fmt.Errorf("record offset map of %s/%d: %w", tp.Topic, tp.Partition, err)
+		}
+		n := len(m.cfg.Maps.Map(tp))
+		m.mu.Lock()
+		m.parts[tp].segments = n
+		m.mu.Unlock()
+	}
+	return nil
+}
+
+// discover brings new topics and partitions into the mirror.
+func (m *Mirror) discover(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	counts, err := syncTopics(ctx, m.srcAdm, m.dstAdm, m.cfg.Topics, m.owns)
+	if err != nil {
+		return err
+	}
+	var fresh []Partition
+	m.mu.Lock()
+	for topic, n := range counts {
+		for p := int32(0); p < int32(n); p++ {
+			if _, ok := m.parts[Partition{topic, p}]; !ok {
+				fresh = append(fresh, Partition{topic, p})
+			}
+		}
+	}
+	m.mu.Unlock()
+	if len(fresh) == 0 {
+		return nil
+	}
+	sort.Slice(fresh, func(i, j int) bool {
+		return fresh[i].Topic < fresh[j].Topic || fresh[i].Topic == fresh[j].Topic && fresh[i].Partition < fresh[j].Partition
+	})
+	topics := make([]string, 0, len(counts))
+	for t := range counts {
+		topics = append(topics, t)
+	}
+	ends, err := m.dstAdm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return fmt.Errorf("target end offsets: %w", err)
+	}
+	starts, err := m.dstAdm.ListStartOffsets(ctx, topics...)
+	if err != nil {
+		return fmt.Errorf("target start offsets: %w", err)
+	}
+	assign := make(map[string]map[int32]kgo.Offset)
+	for _, tp := range fresh {
+		end, ok := ends.Lookup(tp.Topic, tp.Partition)
+		if !ok || end.Err != nil {
+			continue // not yet visible on the target; next round
+		}
+		start, _ := starts.Lookup(tp.Topic, tp.Partition)
+		st, from, err := m.resume(ctx, tp, start.Offset, end.Offset)
+		if err != nil {
+			return err
+		}
+		m.mu.Lock()
+		m.parts[tp] = st
+		m.mu.Unlock()
+		if assign[tp.Topic] == nil {
+			assign[tp.Topic] = make(map[int32]kgo.Offset)
+		}
+		assign[tp.Topic][tp.Partition] = from
+		m.log.Info("mirroring partition", "topic", tp.Topic, "partition", tp.Partition, "skip", st.skip, "target_end", end.Offset)
+	}
+	m.src.AddConsumePartitions(assign)
+	return nil
+}
+
+// resume decides where a partition starts from the map and the target log.
+// A partition seen for the first time gets an anchor in the map before any
+// record is copied.
+func (m *Mirror) resume(ctx context.Context, tp Partition, targetStart, targetEnd int64) (*partState, kgo.Offset, error) {
+	segs := m.cfg.Maps.Map(tp)
+	last, ok := segs.Last()
+	if !ok {
+		if targetEnd > targetStart {
+			return nil, kgo.Offset{}, fmt.Errorf("target partition %s/%d already holds %d records that kmigrate did not write; mirroring into it would duplicate them: empty it or exclude the topic", tp.Topic, tp.Partition, targetEnd-targetStart)
+		}
+		from, err := m.startOffset(ctx, tp)
+		if err != nil {
+			return nil, kgo.Offset{}, err
+		}
+		last = offsetsync.Segment{Virtual: from, Source: from, Target: targetEnd}
+		if err := m.cfg.Maps.Append(ctx, tp, []offsetsync.Segment{last}); err != nil {
+			return nil, kgo.Offset{}, fmt.Errorf("anchor offset map of %s/%d: %w", tp.Topic, tp.Partition, err)
+		}
+	}
+	extra := targetEnd - last.TargetEnd()
+	if extra < 0 {
+		return nil, kgo.Offset{}, fmt.Errorf("target partition %s/%d ends at offset %d but the map records offsets up to %d: the target lost records", tp.Topic, tp.Partition, targetEnd, last.TargetEnd())
+	}
+	st := &partState{skip: extra, nextTarget: last.TargetEnd(), nextSource: last.SourceEnd(), segments: len(segs)}
+	return st, kgo.NewOffset().At(last.SourceEnd()), nil
+}
+
+// owns reports whether the mirror already maps a topic (it created it or
+// copied into it), so that new source partitions may be added on the target.
+func (m *Mirror) owns(topic string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for tp := range m.parts {
+		if tp.Topic == topic {
+			return true
+		}
+	}
+	return false
+}
+
+// PartitionStatus is one partition's mirror progress.
+type PartitionStatus struct {
+	Topic      string `json:"topic"`
+	Partition  int32  `json:"partition"`
+	NextSource int64  `json:"next_source_offset"`
+	LastStable int64  `json:"source_last_stable_offset"`
+	Lag        int64  `json:"lag_records"`
+	Copied     int64  `json:"copied"`
+	Segments   int    `json:"map_segments"`
+}
+
+// Status reports every partition, sorted.
+func (m *Mirror) Status() []PartitionStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]PartitionStatus, 0, len(m.parts))
+	for tp, st := range m.parts {
+		lag := st.lastStable - st.nextSource
+		if st.lastStable <= 0 || lag < 0 {
+			lag = 0
+		}
+		out = append(out, PartitionStatus{tp.Topic, tp.Partition, st.nextSource, st.lastStable, lag, st.copied, st.segments})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Topic < out[j].Topic || out[i].Topic == out[j].Topic && out[i].Partition < out[j].Partition
+	})
+	return out
+}
