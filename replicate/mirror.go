@@ -105,6 +105,8 @@ type partState struct {
 	lastStable int64
 	nextSource int64 // first source offset not yet acknowledged by the target
 	copied     int64
+	bytes      int64
+	caughtUpAt time.Time // last time lag was 0, for lag in seconds
 	pending    offsetsync.Map // acknowledged, not yet in the MapStore
 	segments   int
 
@@ -251,6 +253,7 @@ func (m *Mirror) copyPartition(ctx context.Context, fp kgo.FetchTopicPartition) 
 		return nil // a partition removed since the fetch
 	}
 	st.highWater, st.lastStable = fp.HighWatermark, fp.LastStableOffset
+	st.noteLag()
 	m.mu.Unlock()
 	for _, r := range fp.Records {
 		m.mu.Lock()
@@ -285,6 +288,8 @@ func (m *Mirror) copyPartition(ctx context.Context, fp kgo.FetchTopicPartition) 
 			st.unacked--
 			if err == nil {
 				err = m.mapped(st, srcOffset, out.Offset)
+				st.bytes += recordBytes(out)
+				st.noteLag()
 			}
 			if err != nil && m.fatal == nil {
 				m.fatal = fmt.Errorf("mirror %s/%d source offset %d: %w", tp.Topic, tp.Partition, srcOffset, err)
@@ -465,6 +470,29 @@ func (m *Mirror) owns(topic string) bool {
 	return false
 }
 
+// lag is the committed source records not yet in the target.
+func (st *partState) lag() int64 {
+	if lag := st.lastStable - st.nextSource; st.lastStable > 0 && lag > 0 {
+		return lag
+	}
+	return 0
+}
+
+// noteLag remembers when the partition was last caught up.
+func (st *partState) noteLag() {
+	if st.lag() == 0 {
+		st.caughtUpAt = time.Now()
+	}
+}
+
+func recordBytes(r *kgo.Record) int64 {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return int64(n)
+}
+
 // PartitionStatus is one partition's mirror progress.
 type PartitionStatus struct {
 	Topic      string `json:"topic"`
@@ -482,11 +510,7 @@ func (m *Mirror) Status() []PartitionStatus {
 	defer m.mu.Unlock()
 	out := make([]PartitionStatus, 0, len(m.parts))
 	for tp, st := range m.parts {
-		lag := st.lastStable - st.nextSource
-		if st.lastStable <= 0 || lag < 0 {
-			lag = 0
-		}
-		out = append(out, PartitionStatus{tp.Topic, tp.Partition, st.nextSource, st.lastStable, lag, st.copied, st.segments})
+		out = append(out, PartitionStatus{tp.Topic, tp.Partition, st.nextSource, st.lastStable, st.lag(), st.copied, st.segments})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].Topic < out[j].Topic || out[i].Topic == out[j].Topic && out[i].Partition < out[j].Partition

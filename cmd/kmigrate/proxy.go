@@ -12,14 +12,18 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/kmigrate/kmigrate/proxy"
+	"github.com/kmigrate/kmigrate/replicate"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -120,10 +124,99 @@ func clientTLS(caFile, certFile, keyFile, serverName string) (*tls.Config, error
 	return cfg, nil
 }
 
+// kgoOpts turns an upstream's connection settings into franz-go options
+// for the mirror's clients.
+func kgoOpts(up proxy.Upstream) []kgo.Opt {
+	opts := []kgo.Opt{kgo.SeedBrokers(up.Bootstrap...), kgo.ClientID("kmigrate-mirror")}
+	if up.TLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(up.TLS))
+	}
+	if up.SASL != nil {
+		opts = append(opts, kgo.SASL(up.SASL))
+	}
+	return opts
+}
+
+// mirrorFlags configure the mirror to the target cluster.
+type mirrorFlags struct {
+	target        upstreamFlags
+	topics        string
+	excludeTopics string
+	start         string
+	dataDir       string
+}
+
+func (f *mirrorFlags) register(fs *flag.FlagSet) {
+	f.target.register(fs, "target-", "target")
+	fs.StringVar(&f.topics, "topics", ".*", "regular expression of the topics to mirror (anchored)")
+	fs.StringVar(&f.excludeTopics, "exclude-topics", "", "regular expression of topics not to mirror (anchored)")
+	fs.StringVar(&f.start, "mirror-start", "earliest", "where partitions new to the mirror start: earliest, latest or an RFC 3339 time")
+	fs.StringVar(&f.dataDir, "data-dir", "kmigrate-data", "directory of the offset map (kept across restarts)")
+}
+
+func (f *mirrorFlags) build(log *slog.Logger) (*replicate.Config, error) {
+	if f.target.bootstrap == "" {
+		return nil, nil // no target: pass-through proxy only
+	}
+	up, err := f.target.build("target", "KMIGRATE_TARGET_")
+	if err != nil {
+		return nil, err
+	}
+	include, err := regexp.Compile("^(?:" + f.topics + ")$")
+	if err != nil {
+		return nil, fmt.Errorf("--topics: %w", err)
+	}
+	sel := replicate.Selection{Include: include}
+	if f.excludeTopics != "" {
+		if sel.Exclude, err = regexp.Compile("^(?:" + f.excludeTopics + ")$"); err != nil {
+			return nil, fmt.Errorf("--exclude-topics: %w", err)
+		}
+	}
+	var start replicate.StartPosition
+	switch f.start {
+	case "earliest":
+		start = replicate.Earliest
+	case "latest":
+		start = replicate.Latest
+	default:
+		ts, err := time.Parse(time.RFC3339, f.start)
+		if err != nil {
+			return nil, fmt.Errorf("--mirror-start: %q is not earliest, latest or an RFC 3339 time", f.start)
+		}
+		start = replicate.At(ts)
+	}
+	return &replicate.Config{Target: kgoOpts(up), Topics: sel, Start: start, Logger: log}, nil
+}
+
+// runMirror keeps the mirror running until ctx ends, restarting it after a
+// failure; each restart resumes from the offset map without duplicates.
+func runMirror(ctx context.Context, cfg replicate.Config, reg prometheus.Registerer, log *slog.Logger) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		m, err := replicate.New(cfg)
+		if err == nil {
+			reg.MustRegister(m)
+			err = m.Run(ctx)
+			reg.Unregister(m)
+			m.Close()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Error("mirror stopped; restarting", "err", err, "retry_in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
 func runProxy(args []string) error {
 	fs := flag.NewFlagSet("kmigrate proxy", flag.ContinueOnError)
 	var (
 		source        upstreamFlags
+		mirror        mirrorFlags
 		listen        = fs.String("listen", "127.0.0.1:9092", "client-facing address")
 		advertise     = fs.String("advertise", "", "host:port clients are told to use (default: the listen address)")
 		adminListen   = fs.String("admin-listen", "127.0.0.1:9644", "admin HTTP address (/metrics, /healthz); empty disables it")
@@ -135,6 +228,7 @@ func runProxy(args []string) error {
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
 	)
 	source.register(fs, "source-", "source")
+	mirror.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -172,6 +266,11 @@ func runProxy(args []string) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Metrics = proxy.NewMetrics(reg)
 
+	mirrorCfg, err := mirror.build(log)
+	if err != nil {
+		return err
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	p, err := proxy.Start(ctx, cfg)
@@ -179,6 +278,24 @@ func runProxy(args []string) error {
 		return err
 	}
 	defer p.Close()
+
+	var mirrorDone sync.WaitGroup
+	if mirrorCfg != nil {
+		maps, err := replicate.OpenFileMaps(mirror.dataDir)
+		if err != nil {
+			return err
+		}
+		defer maps.Close()
+		mirrorCfg.Source, mirrorCfg.Maps = kgoOpts(up), maps
+		mirrorDone.Add(1)
+		go func() {
+			defer mirrorDone.Done()
+			runMirror(ctx, *mirrorCfg, reg, log)
+		}()
+		// Stop and wait for the mirror before maps.Close: it flushes its map on exit.
+		defer func() { stop(); mirrorDone.Wait() }()
+		log.Info("mirroring to the target", "target", mirror.target.bootstrap, "topics", mirror.topics, "exclude", mirror.excludeTopics, "data_dir", mirror.dataDir)
+	}
 
 	if *adminListen != "" {
 		mux := http.NewServeMux()
