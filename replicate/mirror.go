@@ -106,7 +106,7 @@ type partState struct {
 	nextSource int64 // first source offset not yet acknowledged by the target
 	copied     int64
 	bytes      int64
-	caughtUpAt time.Time // last time lag was 0, for lag in seconds
+	caughtUpAt time.Time      // last time lag was 0, for lag in seconds
 	pending    offsetsync.Map // acknowledged, not yet in the MapStore
 	segments   int
 

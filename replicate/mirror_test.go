@@ -32,7 +32,7 @@ func newFake(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
 // readAll reads every committed record of topic from a cluster, per partition.
 func readAll(t *testing.T, addrs []string, topic string, partitions int) map[int32][]rec {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
@@ -42,7 +42,7 @@ func readAll(t *testing.T, addrs []string, topic string, partitions int) map[int
 	out := map[int32][]rec{}
 	idle := 0
 	for idle < 5 {
-		pctx, pcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		pctx, pcancel := context.WithTimeout(ctx, 1500*time.Millisecond)
 		fs := cl.PollFetches(pctx)
 		pcancel()
 		n := 0
@@ -153,8 +153,13 @@ func mappedCount(maps MapStore, topic string, partitions int) int64 {
 // target offset of the same record.
 func checkExact(t *testing.T, src, dst *kfake.Cluster, maps MapStore, topic string, partitions int) {
 	t.Helper()
-	want := readAll(t, src.ListenAddrs(), topic, partitions)
-	got := readAll(t, dst.ListenAddrs(), topic, partitions)
+	checkExactAddrs(t, src.ListenAddrs(), dst.ListenAddrs(), maps, topic, partitions)
+}
+
+func checkExactAddrs(t *testing.T, src, dst []string, maps MapStore, topic string, partitions int) {
+	t.Helper()
+	want := readAll(t, src, topic, partitions)
+	got := readAll(t, dst, topic, partitions)
 	for p := int32(0); p < int32(partitions); p++ {
 		w, g := want[p], got[p]
 		if len(w) != len(g) {
