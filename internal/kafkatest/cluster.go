@@ -49,9 +49,10 @@ type process struct {
 }
 
 // Start formats a fresh data directory and starts a broker, returning once it
-// answers Metadata requests. ctx bounds fetching the Kafka jars (slow only
-// the first time on a machine); Options.StartTimeout bounds the rest.
-// The caller must Close the cluster (StartT does it on test cleanup).
+// answers Metadata requests. ctx bounds the whole call, including fetching
+// the Kafka jars (slow only the first time on a machine); StartTimeout
+// bounds formatting and start-up. The caller must Close the cluster (StartT
+// does it on test cleanup, RunMain for whatever is left).
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {

@@ -39,4 +39,30 @@
 //
 // Tests that share a cluster should use their own topic and group names
 // (for example derived from t.Name()).
+//
+// # Security
+//
+// Options.SASL adds a SASL_PLAINTEXT listener with PLAIN, SCRAM-SHA-256 and
+// SCRAM-SHA-512 for Options.Users (default DefaultUser); Options.TLS adds an
+// SSL listener with a certificate from a CA generated per cluster (both
+// together also add SASL_SSL). Reach them with Cluster.Addr, SASLMechanism,
+// Cluster.SASLClient, Cluster.TLSConfig and Cluster.CAFile. The PLAINTEXT
+// listener (Cluster.Bootstrap) is always there.
+//
+// # Kafka's CLI tools
+//
+// Tool, ToolStdin and ToolCmd run any main class from the same jars, e.g.
+//
+//	out, _, err := kafkatest.Tool(ctx, kafkatest.MainTopicCommand,
+//		"--bootstrap-server", c.Bootstrap(), "--list")
+//
+// Cluster.ClientConfig writes the --command-config file a tool needs for the
+// SASL and TLS listeners.
+//
+// # Start-up time
+//
+// A broker starts in about 4 s on an idle 2-CPU machine once the JVM's
+// class-data-sharing archives exist (see cds.go; the first run on a machine
+// makes them and takes about 10 s). The package is for Linux (and other
+// Unix systems, without the parent-death signal).
 package kafkatest

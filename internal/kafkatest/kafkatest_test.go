@@ -336,3 +336,41 @@ func TestStartFailures(t *testing.T) {
 	}
 	t.Logf("expected error: %v", err)
 }
+
+// TestPerfTools runs the benchmark tools (full-JIT JVMs) and the consumer
+// group command against the shared cluster.
+func TestPerfTools(t *testing.T) {
+	c := shared.Get(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	out, _, err := kafkatest.Tool(ctx, kafkatest.MainProducerPerf, "--topic", "perf",
+		"--num-records", "5000", "--record-size", "100", "--throughput", "-1",
+		"--producer-props", "bootstrap.servers="+c.Bootstrap(), "acks=all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "5000 records sent") {
+		t.Fatalf("ProducerPerformance output lacks the summary:\n%s", out)
+	}
+
+	out, _, err = kafkatest.Tool(ctx, kafkatest.MainConsumerPerf, "--bootstrap-server", c.Bootstrap(),
+		"--topic", "perf", "--messages", "5000", "--group", "perf-group")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One header line and one CSV data line: start.time, end.time,
+	// data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, ...
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if fields := strings.Split(lines[len(lines)-1], ", "); len(fields) < 5 || fields[4] != "5000" {
+		t.Fatalf("ConsumerPerformance did not report 5000 messages:\n%s", out)
+	}
+
+	out, _, err = kafkatest.Tool(ctx, kafkatest.MainConsumerGroups, "--bootstrap-server", c.Bootstrap(), "--list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Fields(out), "perf-group") {
+		t.Fatalf("ConsumerGroupCommand --list = %q, want perf-group", out)
+	}
+}
