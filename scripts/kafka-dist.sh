@@ -125,7 +125,7 @@ POM
 
 echo "kafka-dist.sh: fetching Kafka $KAFKA_VERSION jars from Maven Central into $LIBS ..." >&2
 rm -rf "$LIBS.tmp"
-if ! (cd "$WORK" && mvn -B -q "$DEP_PLUGIN:copy-dependencies" \
+if ! (cd "$WORK" && mvn -B -q -Dstyle.color=never "$DEP_PLUGIN:copy-dependencies" \
 	-DincludeScope=runtime \
 	-DoutputDirectory="$LIBS.tmp" >"$WORK/mvn.log" 2>&1); then
 	tail -n 40 "$WORK/mvn.log" >&2 || true
