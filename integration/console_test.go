@@ -179,6 +179,11 @@ func TestConsoleProducerConsumer(t *testing.T) {
 		"--property", "null.marker="+consoleNull,
 		"--producer-property", "acks=all",
 		"--producer-property", "linger.ms=5",
+		// The tool's own defaults (1.5s request timeout, 3 retries) are far
+		// below the Java producer's (30s, retry until delivery.timeout.ms)
+		// and drop records on a loaded machine; use the producer's.
+		"--request-timeout-ms", "30000",
+		"--message-send-max-retries", "2147483647",
 	)
 	if err != nil {
 		t.Fatalf("ConsoleProducer: %v", err)
