@@ -210,51 +210,10 @@ func TestFranzGoTransactions(t *testing.T) {
 
 	// One plain record per partition after the transactions marks the end:
 	// consumers read until they have seen all three.
-	plain, err := kgo.NewClient(kgo.SeedBrokers(boot), kgo.DefaultProduceTopic(topic),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plain.Close()
-	for p := int32(0); p < 3; p++ {
-		if err := plain.ProduceSync(ctx, &kgo.Record{Partition: p, Value: []byte("end-marker")}).FirstErr(); err != nil {
-			t.Fatalf("end marker for partition %d: %v", p, err)
-		}
-	}
+	writeEndMarkers(t, ctx, boot, topic, 3)
 
 	read := func(t *testing.T, level kgo.IsolationLevel) []Record {
-		cl, err := kgo.NewClient(
-			kgo.SeedBrokers(boot),
-			kgo.ConsumeTopics(topic),
-			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-			kgo.FetchIsolationLevel(level),
-			kgo.FetchMaxWait(200*time.Millisecond),
-		)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cl.Close()
-		ctx := testCtx(t, time.Minute)
-		var got []Record
-		ends := map[int32]bool{}
-		for len(ends) < 3 {
-			fs := cl.PollFetches(ctx)
-			if ctx.Err() != nil {
-				t.Fatalf("read %d records and %d end markers before %v", len(got), len(ends), ctx.Err())
-			}
-			fs.EachError(func(tp string, p int32, err error) { t.Fatalf("fetch %s[%d]: %v", tp, p, err) })
-			fs.EachRecord(func(r *kgo.Record) {
-				if string(r.Value) == "end-marker" {
-					ends[r.Partition] = true
-					return
-				}
-				if ends[r.Partition] {
-					t.Errorf("record %s[%d]@%d after the end marker", r.Topic, r.Partition, r.Offset)
-				}
-				got = append(got, FromKgo(r))
-			})
-		}
-		return got
+		return readToEndMarkers(t, boot, topic, 3, level)
 	}
 
 	t.Run("read_committed", func(t *testing.T) {
@@ -280,4 +239,162 @@ func TestFranzGoTransactions(t *testing.T) {
 		}
 		assertClean(t, "all transactions vs read_uncommitted consumer", Compare(all, got))
 	})
+}
+
+const endMarker = "end-marker"
+
+// writeEndMarkers appends one plain record to each partition of topic,
+// through boot; readToEndMarkers reads up to them.
+func writeEndMarkers(t *testing.T, ctx context.Context, boot, topic string, partitions int32) {
+	t.Helper()
+	plain, err := kgo.NewClient(kgo.SeedBrokers(boot), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	for p := int32(0); p < partitions; p++ {
+		if err := plain.ProduceSync(ctx, &kgo.Record{Partition: p, Value: []byte(endMarker)}).FirstErr(); err != nil {
+			t.Fatalf("end marker for partition %d: %v", p, err)
+		}
+	}
+}
+
+// readToEndMarkers reads topic through boot at the given isolation level
+// until it has seen the end marker of every partition, returning the records
+// before them. It works on transactional topics, whose offsets have gaps.
+func readToEndMarkers(t *testing.T, boot, topic string, partitions int, level kgo.IsolationLevel) []Record {
+	t.Helper()
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(boot),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(level),
+		kgo.FetchMaxWait(200*time.Millisecond),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := testCtx(t, time.Minute)
+	var got []Record
+	ends := map[int32]bool{}
+	for len(ends) < partitions {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d records and %d end markers of %s before %v", len(got), len(ends), topic, ctx.Err())
+		}
+		fs.EachError(func(tp string, p int32, err error) { t.Fatalf("fetch %s[%d]: %v", tp, p, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			if string(r.Value) == endMarker {
+				ends[r.Partition] = true
+				return
+			}
+			if ends[r.Partition] {
+				t.Errorf("record %s[%d]@%d after the end marker", r.Topic, r.Partition, r.Offset)
+			}
+			got = append(got, FromKgo(r))
+		})
+	}
+	return got
+}
+
+// TestFranzGoTransactSession: exactly-once consume-transform-produce through
+// the bootstrap with franz-go's GroupTransactSession (transactional produce
+// plus TxnOffsetCommit of the group's offsets in the same transaction), 100
+// records per transaction. Every one of 1,500 input records becomes exactly
+// one output record in the same partition and order, visible to a
+// read_committed consumer, and the group's committed offsets end at the
+// input's end offsets.
+func TestFranzGoTransactSession(t *testing.T) {
+	c := cluster(t)
+	boot := bootstrap(t, c)
+	in, out := uniqueName(t, "in"), uniqueName(t, "out")
+	group := uniqueName(t, "group")
+	createTopic(t, c, in, 3)
+	createTopic(t, c, out, 3)
+	const n = 1500
+	ctx := testCtx(t, 2*time.Minute)
+
+	// Input, written directly.
+	src, err := kgo.NewClient(kgo.SeedBrokers(c.Bootstrap()), kgo.DefaultProduceTopic(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		recs[i] = franzRecord(i, "eos")
+	}
+	produceAll(t, ctx, src, recs)
+	src.Close()
+	input := readTopic(t, c, in)
+
+	sess, err := kgo.NewGroupTransactSession(
+		kgo.SeedBrokers(boot),
+		kgo.TransactionalID(uniqueName(t, "txn")),
+		kgo.TransactionTimeout(30*time.Second),
+		kgo.ConsumerGroup(group),
+		kgo.ConsumeTopics(in),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(200*time.Millisecond),
+		kgo.DefaultProduceTopic(out),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+
+	done, txns := 0, 0
+	for done < n {
+		fs := sess.PollRecords(ctx, 100) // about 15 transactions
+		if ctx.Err() != nil {
+			t.Fatalf("transformed %d of %d records before %v", done, n, ctx.Err())
+		}
+		fs.EachError(func(tp string, p int32, err error) { t.Fatalf("fetch %s[%d]: %v", tp, p, err) })
+		if fs.NumRecords() == 0 {
+			continue
+		}
+		if err := sess.Begin(); err != nil {
+			t.Fatalf("begin: %v", err)
+		}
+		var batch []*kgo.Record
+		fs.EachRecord(func(r *kgo.Record) {
+			batch = append(batch, &kgo.Record{
+				Partition: r.Partition,
+				Key:       r.Key,
+				Value:     append([]byte("out:"), r.Value...),
+				Headers:   r.Headers,
+			})
+		})
+		if err := sess.ProduceSync(ctx, batch...).FirstErr(); err != nil {
+			t.Fatalf("transactional produce: %v", err)
+		}
+		committed, err := sess.End(ctx, kgo.TryCommit)
+		if err != nil {
+			t.Fatalf("end transaction: %v", err)
+		}
+		if committed {
+			done += len(batch)
+			txns++
+		} // else the session aborted and the records come again
+	}
+	t.Logf("%d records in %d transactions", done, txns)
+	if done != n {
+		t.Errorf("transformed %d records, want %d", done, n)
+	}
+	sess.Close()
+
+	want := make([]Record, len(input))
+	for i, r := range input {
+		w := r
+		w.Topic, w.Offset, w.Timestamp = out, -1, time.Time{}
+		w.Value = append([]byte("out:"), r.Value...)
+		want[i] = w
+	}
+	writeEndMarkers(t, ctx, boot, out, 3)
+	got := readToEndMarkers(t, boot, out, 3, kgo.ReadCommitted())
+	assertClean(t, "input vs read_committed output", Compare(want, got))
+	assertCommittedAtEnd(t, c, group, in)
 }
