@@ -101,12 +101,14 @@ func syncTopics(ctx context.Context, src, dst *kadm.Client, sel Selection, owned
 				}
 			}
 		}
+		// A topic created a moment ago may not be listed yet: "already
+		// exists" is success.
 		resp, err := dst.CreateTopic(ctx, int32(want[rc.Name]), -1, set, rc.Name)
-		if err != nil {
-			return nil, fmt.Errorf("create target topic %s: %w", rc.Name, err)
+		if err == nil {
+			err = resp.Err
 		}
-		if resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
-			return nil, fmt.Errorf("create target topic %s: %w %s", rc.Name, resp.Err, resp.ErrMessage)
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return nil, fmt.Errorf("create target topic %s: %w %s", rc.Name, err, resp.ErrMessage)
 		}
 	}
 	return want, nil
