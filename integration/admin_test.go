@@ -382,6 +382,46 @@ func directConfig(t *testing.T, c *kafkatest.Cluster, topic, key string) string 
 	return ""
 }
 
+// eventually polls check for up to 30s: KRaft applies a change on the
+// broker shortly after the controller acknowledged it, so a read right after
+// a create or alter may still see the old state. check returns whether the
+// state is as wanted and what it saw.
+func eventually(t *testing.T, what string, check func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok, saw := check()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: still %s after 30s", what, saw)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitDirectPartitions checks that the broker reports n partitions for
+// topic, waiting for the metadata to propagate.
+func waitDirectPartitions(t *testing.T, c *kafkatest.Cluster, topic string, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("broker partition count of %s, want %d", topic, n), func() (bool, string) {
+		got := directPartitions(t, c, topic)
+		return got == n, fmt.Sprintf("%d", got)
+	})
+}
+
+// waitDirectConfig checks that the broker reports key=want for topic,
+// waiting for the change to propagate.
+func waitDirectConfig(t *testing.T, c *kafkatest.Cluster, topic, key, want string) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("broker config %s of %s, want %q", key, topic, want), func() (bool, string) {
+		got := directConfig(t, c, topic, key)
+		return got == want, fmt.Sprintf("%q", got)
+	})
+}
+
 // TestTopicCommand: Kafka's TopicCommand (the Java admin client) through the
 // bootstrap creates a topic with 5 partitions and a config, describes it
 // (PartitionCount 5, a leader for each partition, the config), lists it,
@@ -398,12 +438,8 @@ func TestTopicCommand(t *testing.T) {
 	if !strings.Contains(out, "Created topic "+topic+".") {
 		t.Errorf("--create output: %q", out)
 	}
-	if n := directPartitions(t, c, topic); n != 5 {
-		t.Fatalf("broker has %d partitions for %s, want 5", n, topic)
-	}
-	if v := directConfig(t, c, topic, "retention.ms"); v != "3600000" {
-		t.Errorf("broker has retention.ms=%q for %s, want 3600000", v, topic)
-	}
+	waitDirectPartitions(t, c, topic, 5)
+	waitDirectConfig(t, c, topic, "retention.ms", "3600000")
 	waitTopic(t, testCtx(t, 30*time.Second), directAdmin(t, c), topic, 5)
 
 	out = mustTopicTool(t, boot, "--describe", "--topic", topic)
@@ -430,9 +466,7 @@ func TestTopicCommand(t *testing.T) {
 	}
 
 	mustTopicTool(t, boot, "--alter", "--topic", topic, "--partitions", "8")
-	if n := directPartitions(t, c, topic); n != 8 {
-		t.Errorf("broker has %d partitions for %s after --alter, want 8", n, topic)
-	}
+	waitDirectPartitions(t, c, topic, 8)
 	waitTopic(t, testCtx(t, 30*time.Second), directAdmin(t, c), topic, 8)
 	out = mustTopicTool(t, boot, "--describe", "--topic", topic)
 	if n, led, _ := describedPartitions(t, out, topic); n != 8 || len(led) != 8 {
@@ -486,9 +520,7 @@ func TestKadmTopics(t *testing.T) {
 	if cr.NumPartitions != 6 || cr.ReplicationFactor != 1 {
 		t.Errorf("create response: %d partitions, replication %d; want 6, 1", cr.NumPartitions, cr.ReplicationFactor)
 	}
-	if n := directPartitions(t, c, topic); n != 6 {
-		t.Fatalf("broker has %d partitions for %s, want 6", n, topic)
-	}
+	waitDirectPartitions(t, c, topic, 6)
 	cr, err = adm.CreateTopic(ctx, 6, 1, nil, topic)
 	if err == nil {
 		err = cr.Err
@@ -531,9 +563,10 @@ func TestKadmTopics(t *testing.T) {
 		}
 		return ""
 	}
-	if v := readConfig(); v != "7200000" {
-		t.Errorf("retention.ms through the bootstrap = %q, want 7200000", v)
-	}
+	eventually(t, "retention.ms through the bootstrap, want 7200000", func() (bool, string) {
+		v := readConfig()
+		return v == "7200000", fmt.Sprintf("%q", v)
+	})
 	ar, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("1000000")}}, topic)
 	if err == nil {
 		_, err = ar.On(topic, nil)
@@ -541,12 +574,11 @@ func TestKadmTopics(t *testing.T) {
 	if err != nil {
 		t.Fatalf("alter config: %v", err)
 	}
-	if v := directConfig(t, c, topic, "retention.ms"); v != "1000000" {
-		t.Errorf("broker has retention.ms=%q after the alter, want 1000000", v)
-	}
-	if v := readConfig(); v != "1000000" {
-		t.Errorf("retention.ms through the bootstrap after the alter = %q, want 1000000", v)
-	}
+	waitDirectConfig(t, c, topic, "retention.ms", "1000000")
+	eventually(t, "retention.ms through the bootstrap after the alter, want 1000000", func() (bool, string) {
+		v := readConfig()
+		return v == "1000000", fmt.Sprintf("%q", v)
+	})
 
 	cp, err := adm.CreatePartitions(ctx, 3, topic)
 	if err == nil {
@@ -555,9 +587,7 @@ func TestKadmTopics(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create partitions: %v", err)
 	}
-	if n := directPartitions(t, c, topic); n != 9 {
-		t.Errorf("broker has %d partitions after adding 3, want 9", n)
-	}
+	waitDirectPartitions(t, c, topic, 9)
 	waitTopic(t, ctx, adm, topic, 9)
 
 	dr, err := adm.DeleteTopic(ctx, topic)
