@@ -51,7 +51,7 @@
 // through the same Handler.
 //
 // Reads are local on every node (State, a Reader); Staleness tells how far
-// behind the node may be, WaitApplied waits for an index, and VerifiedRead
+// behind the node may be (Staleness.Within bounds it), WaitApplied waits for an index, and VerifiedRead
 // checks leadership first for decisions that need the latest state. Apply
 // runs on the leader only and returns a *NotLeaderError naming the leader
 // elsewhere: forwarding is the caller's choice.

@@ -414,6 +414,13 @@ type Staleness struct {
 	CommitIndex  uint64
 }
 
+// Within reports whether the local state can be trusted to be at most max
+// behind: always on the leader, and on a follower that heard from the leader
+// within max.
+func (st Staleness) Within(max time.Duration) bool {
+	return st.Leader || (!st.LastContact.IsZero() && time.Since(st.LastContact) <= max)
+}
+
 // Staleness reports this node's lag. A follower whose LastContact is older
 // than a few heartbeat timeouts should not take decisions on its own state.
 func (s *Store) Staleness() Staleness {

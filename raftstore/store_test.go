@@ -282,7 +282,7 @@ func TestClusterJoinReplicateReport(t *testing.T) {
 		t.Fatalf("AddNode on a follower: %v", err)
 	}
 	st := n3.Staleness()
-	if st.Leader || time.Since(st.LastContact) > 2*time.Second || st.AppliedIndex < res.Index {
+	if st.Leader || !st.Within(2*time.Second) || st.Within(0) || st.AppliedIndex < res.Index {
 		t.Fatalf("non-voter staleness = %+v", st)
 	}
 	if id, addr := n3.Leader(); id != "n1" || addr != n1.raftAddr {
