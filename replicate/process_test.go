@@ -160,7 +160,9 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() boo
 	}
 }
 
-func endOffsetsSum(t *testing.T, addr, topic string) int64 { return targetRecords(t, []string{addr}, topic) }
+func endOffsetsSum(t *testing.T, addr, topic string) int64 {
+	return targetRecords(t, []string{addr}, topic)
+}
 
 // TestKill9WhileMirroring kills the proxy with SIGKILL twice while it mirrors
 // at full speed; after restarts the target holds exactly the source's
