@@ -86,7 +86,7 @@ func parseFlags() *config {
 	flag.Int64Var(&c.consumeRecords, "consume-records", 500000, "records in the topic each consume run reads")
 	flag.DurationVar(&c.linger, "linger", 5*time.Millisecond, "producer linger for throughput runs")
 	flag.Float64Var(&c.latencyRate, "latency-rate", 500, "records/s of the latency runs (moderate, so they measure latency, not queueing)")
-	flag.DurationVar(&c.latencyDuration, "latency-duration", 12*time.Second, "length of one latency run")
+	flag.DurationVar(&c.latencyDuration, "latency-duration", 10*time.Second, "length of one latency run")
 	flag.DurationVar(&c.latencyLinger, "latency-linger", 0, "producer linger for latency runs")
 	flag.Int64Var(&c.javaRecords, "java-records", 300000, "records per run of the java-produce suite (Kafka's ProducerPerformance; add it with -suites)")
 	flag.IntVar(&c.brokerHeapMB, "broker-heap-mb", 1024, "heap of the broker started by the harness")
@@ -124,7 +124,7 @@ type env struct {
 
 func (e *env) logf(format string, args ...any) {
 	if !e.cfg.quiet {
-		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+		fmt.Fprintf(os.Stderr, "bench %6.1fs: "+format+"\n", append([]any{time.Since(e.cfg.started).Seconds()}, args...)...)
 	}
 }
 
@@ -154,7 +154,12 @@ func (e *env) freshTopic(ctx context.Context, suite, sideName string, round int)
 				ready = ready && p.Err == nil && p.Leader >= 0
 			}
 			if ready {
-				return name, nil
+				// A leader in the metadata is not yet a loaded log:
+				// ListOffsets answers only once the partitions are served.
+				_, err = e.topicRecords(ctx, name)
+				if err == nil {
+					return name, nil
+				}
 			}
 		}
 		if time.Now().After(deadline) {
@@ -226,9 +231,18 @@ func run(ctx context.Context, cfg *config) (int, error) {
 	bootstrap := cfg.bootstrap
 	if bootstrap == "" {
 		e.logf("starting Kafka %s ...", kafkatest.KafkaVersion)
-		c, err := kafkatest.Start(ctx, kafkatest.Options{Name: "bench", HeapMB: cfg.brokerHeapMB})
-		if err != nil {
-			return 1, fmt.Errorf("start Kafka: %w", err)
+		var c *kafkatest.Cluster
+		for attempt := 1; ; attempt++ {
+			c, err = kafkatest.Start(ctx, kafkatest.Options{Name: "bench", HeapMB: cfg.brokerHeapMB})
+			if err == nil {
+				break
+			}
+			// One retry covers a start that failed by chance (a lost
+			// port race, a random cluster id the format tool rejects).
+			if attempt == 2 || ctx.Err() != nil {
+				return 1, fmt.Errorf("start Kafka: %w", err)
+			}
+			e.logf("Kafka did not start, trying once more: %v", firstLine(err.Error()))
 		}
 		defer c.Close()
 		bootstrap = c.Bootstrap()
@@ -383,6 +397,11 @@ func run(ctx context.Context, cfg *config) (int, error) {
 // foreignNoteCores is the load from other processes above which a run is
 // flagged in the report.
 const foreignNoteCores = 0.3
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
 
 func flagForeign(m measurement) measurement {
 	if f := m.usage.foreign; f > foreignNoteCores {
