@@ -1,8 +1,9 @@
-package raftstore
+package offsetsync
 
-// This file holds the offset-map segment type and its translation helpers.
-// It depends on nothing else in raftstore so that it can move to offsetsync/
-// unchanged once that package exists (raftstore would then import it).
+// Package offsetsync holds the exact offset map between the virtual log a
+// client sees and the logs of the source and target clusters: segments,
+// their merging, and translation in every direction. The raft store keeps
+// the maps; the mirror appends to them; the proxy translates with them.
 
 import (
 	"errors"
@@ -32,6 +33,14 @@ type Segment struct {
 
 // End is the first virtual offset after the segment.
 func (s Segment) End() int64 { return s.Virtual + s.Length }
+
+// SourceEnd is the first source offset after the segment (the segment must
+// hold source records).
+func (s Segment) SourceEnd() int64 { return s.Source + s.Length }
+
+// TargetEnd is the first target offset after the segment (the segment must
+// hold target records).
+func (s Segment) TargetEnd() int64 { return s.Target + s.Length }
 
 // Validate reports whether the segment is well formed on its own.
 func (s Segment) Validate() error {
@@ -93,6 +102,14 @@ func (m OffsetMap) End() int64 {
 		return 0
 	}
 	return m[len(m)-1].End()
+}
+
+// Last returns the last segment, if any.
+func (m OffsetMap) Last() (Segment, bool) {
+	if len(m) == 0 {
+		return Segment{}, false
+	}
+	return m[len(m)-1], true
 }
 
 // Clone returns a copy that shares nothing with m.

@@ -1,9 +1,10 @@
-package raftstore
+package offsetsync
 
 import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -24,7 +25,7 @@ func TestSegmentMerge(t *testing.T) {
 		Segment{Virtual: 110, Source: 110, Target: 10, Length: 5},
 		Segment{Virtual: 115, Source: 115, Target: 15, Length: 1},
 	)
-	if want := (OffsetMap{{Virtual: 100, Source: 100, Target: 0, Length: 16}}); !equalMaps(m, want) {
+	if want := (OffsetMap{{Virtual: 100, Source: 100, Target: 0, Length: 16}}); !slices.Equal(m, want) {
 		t.Fatalf("merged map = %+v, want %+v", m, want)
 	}
 	// A different target shift (e.g. a transaction marker on the target)
@@ -41,24 +42,12 @@ func TestSegmentMerge(t *testing.T) {
 		{Virtual: 120, Source: NoOffset, Target: 21, Length: 6},
 		{Virtual: 130, Source: NoOffset, Target: 31, Length: 2},
 	}
-	if !equalMaps(m, want) {
+	if !slices.Equal(m, want) {
 		t.Fatalf("map = %+v, want %+v", m, want)
 	}
 	if m.End() != 132 {
 		t.Fatalf("End = %d, want 132", m.End())
 	}
-}
-
-func equalMaps(a, b OffsetMap) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestSegmentAppendIdempotentAndRefusals(t *testing.T) {
@@ -80,7 +69,7 @@ func TestSegmentAppendIdempotentAndRefusals(t *testing.T) {
 			t.Fatalf("restating %+v: changed=%v err=%v", s, changed, err)
 		}
 	}
-	if !equalMaps(m, orig) {
+	if !slices.Equal(m, orig) {
 		t.Fatalf("map changed by restatements: %+v", m)
 	}
 
@@ -113,7 +102,7 @@ func TestSegmentAppendIdempotentAndRefusals(t *testing.T) {
 		if _, err := m.Append(tc.s); !errors.Is(err, ErrSegment) {
 			t.Errorf("%s: err = %v, want ErrSegment", tc.name, err)
 		}
-		if !equalMaps(m, orig) {
+		if !slices.Equal(m, orig) {
 			t.Fatalf("%s: refused append changed the map: %+v", tc.name, m)
 		}
 	}
@@ -142,7 +131,7 @@ func TestSegmentAnchor(t *testing.T) {
 		t.Fatalf("segment before the anchor: %v", err)
 	}
 	mustAppend(t, &m, Segment{Virtual: 100, Source: 100, Target: 7, Length: 5})
-	if !equalMaps(m, OffsetMap{{Virtual: 100, Source: 100, Target: 7, Length: 5}}) {
+	if !slices.Equal(m, OffsetMap{{Virtual: 100, Source: 100, Target: 7, Length: 5}}) {
 		t.Fatalf("first segment did not merge into the anchor: %+v", m)
 	}
 	if _, err := m.Append(Segment{Virtual: 105, Source: 105, Target: 12, Length: 0}); !errors.Is(err, ErrSegment) {

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"fmt"
+	"github.com/kmigrate/kmigrate/offsetsync"
 	"slices"
 )
 
@@ -116,14 +117,14 @@ func (c SetReverseMirror) apply(s *state, x applyCtx) Result {
 // with the writer epoch it holds.
 type PartitionAppend struct {
 	TopicPartition
-	Epoch    uint64    `json:"epoch"`
-	Segments []Segment `json:"segments"`
+	Epoch    uint64               `json:"epoch"`
+	Segments []offsetsync.Segment `json:"segments"`
 }
 
 // AppendSegments extends offset maps. Node must own every partition named,
 // at the epoch given: a stale writer's append is refused. The command is
 // atomic: if one partition is refused, none changes. Restating segments that
-// are already mapped identically is accepted (see OffsetMap.Append).
+// are already mapped identically is accepted (see offsetsync.OffsetMap.Append).
 type AppendSegments struct {
 	Node       string            `json:"node"`
 	Partitions []PartitionAppend `json:"partitions"`
@@ -155,7 +156,7 @@ func (c AppendSegments) apply(s *state, _ applyCtx) Result {
 		tp      TopicPartition
 		existed bool
 		n       int
-		last    Segment
+		last    offsetsync.Segment
 	}
 	var undos []undo
 	rollback := func() {

@@ -6,7 +6,7 @@
 //     epoch bumped at every change and the raft index of that change;
 //   - the producer routing of each topic (source | draining | target |
 //     rolling-back, reverse mirror on/off), with an epoch;
-//   - the offset map of each partition (Segment, OffsetMap);
+//   - the offset map of each partition (offsetsync.Segment, offsetsync.OffsetMap);
 //   - the mirror writer of each partition, with an epoch changed only by
 //     compare-and-set, so that two writers never both hold a partition;
 //   - the node membership, with the last applied index each node reported,

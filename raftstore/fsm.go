@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kmigrate/kmigrate/offsetsync"
 	"io"
 	"log/slog"
 	"sync"
@@ -198,7 +199,7 @@ func (f *fsm) Topics() []TopicRoute {
 	return sortedValues(f.st.topics, byTopic)
 }
 
-func (f *fsm) OffsetMap(tp TopicPartition) OffsetMap {
+func (f *fsm) OffsetMap(tp TopicPartition) offsetsync.OffsetMap {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.st.maps[tp].Clone()

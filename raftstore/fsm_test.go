@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kmigrate/kmigrate/offsetsync"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -170,7 +172,7 @@ func TestWriterOwnership(t *testing.T) {
 		t.Fatalf("CheckWriter of the old owner: %v", err)
 	}
 	apply(t, m, AppendSegments{Node: "a", Partitions: []PartitionAppend{{TopicPartition: tp, Epoch: 1,
-		Segments: []Segment{{Virtual: 0, Source: 0, Target: 0, Length: 1}}}}}, ErrStaleWriter)
+		Segments: []offsetsync.Segment{{Virtual: 0, Source: 0, Target: 0, Length: 1}}}}}, ErrStaleWriter)
 	apply(t, m, ReleaseWriter{TopicPartition: tp, Node: "a", Epoch: 1}, ErrStaleWriter)
 	// Assigning to the current owner keeps the epoch.
 	if w, err := AssignWriter(ctx, m, tp, "b"); err != nil || w.Epoch != 2 {
@@ -198,51 +200,51 @@ func TestAppendSegments(t *testing.T) {
 	apply(t, m, ClaimWriter{TopicPartition: p1, Node: "a"}, nil)
 
 	res := apply(t, m, AppendSegments{Node: "a", Partitions: []PartitionAppend{
-		{TopicPartition: p0, Epoch: 1, Segments: []Segment{{0, 0, 0, 10}, {10, 10, 10, 10}}},
-		{TopicPartition: p1, Epoch: 1, Segments: []Segment{{5, 5, 0, 10}}},
+		{TopicPartition: p0, Epoch: 1, Segments: []offsetsync.Segment{seg(0, 0, 0, 10), seg(10, 10, 10, 10)}},
+		{TopicPartition: p1, Epoch: 1, Segments: []offsetsync.Segment{seg(5, 5, 0, 10)}},
 	}}, nil)
 	if !res.Changed {
 		t.Fatal("append did not change")
 	}
-	if got := m.State().OffsetMap(p0); !equalMaps(got, OffsetMap{{0, 0, 0, 20}}) {
+	if got := m.State().OffsetMap(p0); !slices.Equal(got, offsetsync.OffsetMap{seg(0, 0, 0, 20)}) {
 		t.Fatalf("p0 = %+v", got)
 	}
 	// The same append again (a writer retrying): accepted, unchanged.
 	if res := apply(t, m, AppendSegments{Node: "a", Partitions: []PartitionAppend{
-		{TopicPartition: p0, Epoch: 1, Segments: []Segment{{10, 10, 10, 10}}},
+		{TopicPartition: p0, Epoch: 1, Segments: []offsetsync.Segment{seg(10, 10, 10, 10)}},
 	}}, nil); res.Changed {
 		t.Fatal("restatement changed the map")
 	}
 	// Atomic: p0 would grow (and merge into its last segment), p1 is
 	// refused, so neither changes. apply() checks the whole state.
 	apply(t, m, AppendSegments{Node: "a", Partitions: []PartitionAppend{
-		{TopicPartition: p0, Epoch: 1, Segments: []Segment{{20, 20, 20, 5}, {25, 25, 30, 5}}},
-		{TopicPartition: p1, Epoch: 1, Segments: []Segment{{15, 15, 3, 1}}},
-	}}, ErrSegment)
+		{TopicPartition: p0, Epoch: 1, Segments: []offsetsync.Segment{seg(20, 20, 20, 5), seg(25, 25, 30, 5)}},
+		{TopicPartition: p1, Epoch: 1, Segments: []offsetsync.Segment{seg(15, 15, 3, 1)}},
+	}}, offsetsync.ErrSegment)
 	// Same, with a new partition that must disappear again.
 	p2 := TopicPartition{Topic: "t", Partition: 2}
 	apply(t, m, ClaimWriter{TopicPartition: p2, Node: "a"}, nil)
 	apply(t, m, AppendSegments{Node: "a", Partitions: []PartitionAppend{
-		{TopicPartition: p2, Epoch: 1, Segments: []Segment{{0, 0, 0, 5}}},
-		{TopicPartition: p1, Epoch: 1, Segments: []Segment{{0, 0, 0, 0}}},
-	}}, ErrSegment)
+		{TopicPartition: p2, Epoch: 1, Segments: []offsetsync.Segment{seg(0, 0, 0, 5)}},
+		{TopicPartition: p1, Epoch: 1, Segments: []offsetsync.Segment{seg(0, 0, 0, 0)}},
+	}}, offsetsync.ErrSegment)
 	if m.State().OffsetMap(p2) != nil {
 		t.Fatal("refused append left a map behind")
 	}
 	apply(t, m, AppendSegments{Node: "a", Partitions: []PartitionAppend{
-		{TopicPartition: p0, Epoch: 1, Segments: []Segment{{20, 20, 20, 1}}},
-		{TopicPartition: p0, Epoch: 1, Segments: []Segment{{21, 21, 21, 1}}},
+		{TopicPartition: p0, Epoch: 1, Segments: []offsetsync.Segment{seg(20, 20, 20, 1)}},
+		{TopicPartition: p0, Epoch: 1, Segments: []offsetsync.Segment{seg(21, 21, 21, 1)}},
 	}}, ErrBadCommand)
 	apply(t, m, AppendSegments{Partitions: nil}, ErrBadCommand)
 	apply(t, m, AppendSegments{Node: "b", Partitions: []PartitionAppend{
-		{TopicPartition: p0, Epoch: 1, Segments: []Segment{{20, 20, 20, 1}}},
+		{TopicPartition: p0, Epoch: 1, Segments: []offsetsync.Segment{seg(20, 20, 20, 1)}},
 	}}, ErrStaleWriter)
 
 	// Readers get copies.
 	got := m.State().OffsetMap(p0)
 	got[0].Length = 999
 	if m.State().OffsetMap(p0)[0].Length != 20 {
-		t.Fatal("OffsetMap returned shared memory")
+		t.Fatal("offsetsync.OffsetMap returned shared memory")
 	}
 }
 
@@ -297,7 +299,7 @@ func TestCommandEncoding(t *testing.T) {
 		SetGroupPhase{Group: "g", Phase: GroupFenced, From: GroupDraining, IfEpoch: ptr(uint64(4))},
 		SetTopicPrimary{Topic: "t", Primary: ProducerTarget},
 		SetReverseMirror{Topic: "t", On: true},
-		AppendSegments{Node: "a", Partitions: []PartitionAppend{{TopicPartition: TopicPartition{"t", 1}, Epoch: 2, Segments: []Segment{{1, 2, 3, 4}}}}},
+		AppendSegments{Node: "a", Partitions: []PartitionAppend{{TopicPartition: TopicPartition{"t", 1}, Epoch: 2, Segments: []offsetsync.Segment{seg(1, 2, 3, 4)}}}},
 		ClaimWriter{TopicPartition: TopicPartition{"t", 1}, Node: "a", IfEpoch: 7},
 		ReleaseWriter{TopicPartition: TopicPartition{"t", 1}, Node: "a", Epoch: 8},
 		RegisterNode{Member{ID: "a", RaftAddr: "x:1", AdminAddr: "x:2", Voter: true}},
@@ -380,7 +382,7 @@ func TestBadEntriesAreRefusedSafely(t *testing.T) {
 func FuzzApply(f *testing.F) {
 	for _, c := range []Command{
 		SetGroupPhase{Group: "g", Phase: GroupDraining},
-		AppendSegments{Node: "a", Partitions: []PartitionAppend{{TopicPartition: TopicPartition{"t", 0}, Epoch: 1, Segments: []Segment{{0, 0, 0, 1}}}}},
+		AppendSegments{Node: "a", Partitions: []PartitionAppend{{TopicPartition: TopicPartition{"t", 0}, Epoch: 1, Segments: []offsetsync.Segment{seg(0, 0, 0, 1)}}}},
 		ClaimWriter{TopicPartition: TopicPartition{"t", 0}, Node: "a"},
 	} {
 		b, _ := EncodeCommand(c, time.Unix(1, 0))
@@ -451,10 +453,10 @@ func randomCommands(t testing.TB, m *Memory, n int, rng *rand.Rand) {
 				continue
 			}
 			e := ends[tp]
-			var segs []Segment
+			var segs []offsetsync.Segment
 			for range rng.IntN(3) + 1 {
 				l := int64(rng.IntN(100) + 1)
-				segs = append(segs, Segment{Virtual: e[0], Source: e[1], Target: e[2], Length: l})
+				segs = append(segs, offsetsync.Segment{Virtual: e[0], Source: e[1], Target: e[2], Length: l})
 				e[0], e[1], e[2] = e[0]+l, e[1]+l, e[2]+l+int64(rng.IntN(2))
 			}
 			ends[tp] = e
@@ -547,9 +549,9 @@ func TestSnapshotLargeMap(t *testing.T) {
 	st := newState()
 	for p := range int32(parts) {
 		tp := TopicPartition{Topic: "big", Partition: p}
-		m := make(OffsetMap, 0, perPart)
+		m := make(offsetsync.OffsetMap, 0, perPart)
 		for i := range int64(perPart) {
-			m = append(m, Segment{Virtual: i * 100, Source: i * 100, Target: i*100 + i, Length: 100})
+			m = append(m, offsetsync.Segment{Virtual: i * 100, Source: i * 100, Target: i*100 + i, Length: 100})
 		}
 		st.maps[tp] = m
 	}
@@ -594,4 +596,9 @@ func TestBatchApplyAndConfigurationEntries(t *testing.T) {
 	if g, _ := f.Group("g"); g.Phase != GroupFenced || g.ChangedIndex != 3 || !g.ChangedAt.IsZero() {
 		t.Fatalf("group = %+v", g)
 	}
+}
+
+// seg builds a segment {virtual, source, target, length}.
+func seg(virtual, source, target, length int64) offsetsync.Segment {
+	return offsetsync.Segment{Virtual: virtual, Source: source, Target: target, Length: length}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/kmigrate/kmigrate/offsetsync"
 	"io"
 	"time"
 )
@@ -130,7 +131,7 @@ func ReadSnapshot(r io.Reader) (Dump, error) {
 	for n := d.count(); n > 0 && d.err == nil; n-- {
 		m := PartitionMap{TopicPartition: TopicPartition{Topic: d.str(), Partition: d.int32()}}
 		for k := d.count(); k > 0 && d.err == nil; k-- {
-			s := Segment{Virtual: d.varint(), Source: d.varint(), Target: d.varint(), Length: d.varint()}
+			s := offsetsync.Segment{Virtual: d.varint(), Source: d.varint(), Target: d.varint(), Length: d.varint()}
 			if d.err != nil {
 				break
 			}

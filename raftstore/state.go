@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"cmp"
+	"github.com/kmigrate/kmigrate/offsetsync"
 	"slices"
 	"time"
 )
@@ -135,7 +136,7 @@ type Node struct {
 // PartitionMap is the offset map of one partition.
 type PartitionMap struct {
 	TopicPartition
-	Segments OffsetMap `json:"segments"`
+	Segments offsetsync.OffsetMap `json:"segments"`
 }
 
 // Reader is the read side of the replicated state. The raft-backed Store,
@@ -154,7 +155,7 @@ type Reader interface {
 	Topic(name string) (r TopicRoute, ok bool)
 	Topics() []TopicRoute
 	// OffsetMap returns a partition's segments, nil when it has none.
-	OffsetMap(tp TopicPartition) OffsetMap
+	OffsetMap(tp TopicPartition) offsetsync.OffsetMap
 	Writer(tp TopicPartition) (w WriterOwner, ok bool)
 	Writers() []WriterOwner
 	Node(id string) (n Node, ok bool)
@@ -189,7 +190,7 @@ type Dump struct {
 type state struct {
 	groups  map[string]GroupRoute
 	topics  map[string]TopicRoute
-	maps    map[TopicPartition]OffsetMap
+	maps    map[TopicPartition]offsetsync.OffsetMap
 	writers map[TopicPartition]WriterOwner
 	nodes   map[string]Node
 }
@@ -198,7 +199,7 @@ func newState() *state {
 	return &state{
 		groups:  map[string]GroupRoute{},
 		topics:  map[string]TopicRoute{},
-		maps:    map[TopicPartition]OffsetMap{},
+		maps:    map[TopicPartition]offsetsync.OffsetMap{},
 		writers: map[TopicPartition]WriterOwner{},
 		nodes:   map[string]Node{},
 	}

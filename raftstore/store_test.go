@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kmigrate/kmigrate/offsetsync"
 	"log/slog"
 	"net"
 	"net/http"
@@ -334,7 +335,7 @@ func TestLeaderFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := n1.Apply(ctx, AppendSegments{Node: "v2", Partitions: []PartitionAppend{{TopicPartition: tp, Epoch: w.Epoch,
-		Segments: []Segment{{Virtual: 0, Source: 0, Target: 0, Length: 100}}}}})
+		Segments: []offsetsync.Segment{{Virtual: 0, Source: 0, Target: 0, Length: 100}}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +352,7 @@ func TestLeaderFailover(t *testing.T) {
 	rest := []*testNode{n2, n3}
 	leader := waitLeader(t, rest...)
 	t.Logf("new leader %s after %v", leader.id, time.Since(killed).Round(time.Millisecond))
-	if got := leader.State().OffsetMap(tp); !equalMaps(got, OffsetMap{{0, 0, 0, 100}}) {
+	if got := leader.State().OffsetMap(tp); !slices.Equal(got, offsetsync.OffsetMap{seg(0, 0, 0, 100)}) {
 		t.Fatalf("map on the new leader = %+v", got)
 	}
 	// The new leader reassigns the partition; the old writer is fenced.
@@ -360,7 +361,7 @@ func TestLeaderFailover(t *testing.T) {
 		t.Fatalf("reassign: %+v %v", w2, err)
 	}
 	_, err = leader.Apply(ctx, AppendSegments{Node: "v2", Partitions: []PartitionAppend{{TopicPartition: tp, Epoch: w.Epoch,
-		Segments: []Segment{{Virtual: 100, Source: 100, Target: 100, Length: 1}}}}})
+		Segments: []offsetsync.Segment{{Virtual: 100, Source: 100, Target: 100, Length: 1}}}}})
 	if !errors.Is(err, ErrStaleWriter) {
 		t.Fatalf("stale writer append: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kmigrate/kmigrate/offsetsync"
 )
 
 // AssignWriter makes node the mirror writer of tp, taking the partition from
@@ -45,7 +46,7 @@ func CheckWriter(r Reader, tp TopicPartition, node string, epoch uint64) error {
 // opposed to a failure to reach the leader or commit).
 func IsRefusal(err error) bool {
 	for _, e := range []error{ErrUnknownCommand, ErrBadCommand, ErrEpochMismatch, ErrPhaseMismatch,
-		ErrInvalidTransition, ErrStaleWriter, ErrUnknownNode, ErrNodeDead, ErrSegment} {
+		ErrInvalidTransition, ErrStaleWriter, ErrUnknownNode, ErrNodeDead, offsetsync.ErrSegment} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -75,7 +75,7 @@ func OpenFileMaps(dir string) (*FileMaps, error) {
 	return &FileMaps{mem: mem, file: f}, nil
 }
 
-func (s *FileMaps) Map(tp Partition) offsetsync.Map { return s.mem.Map(tp) }
+func (s *FileMaps) Map(tp Partition) offsetsync.OffsetMap { return s.mem.Map(tp) }
 
 func (s *FileMaps) Append(ctx context.Context, tp Partition, segs []offsetsync.Segment) error {
 	s.mu.Lock()
@@ -83,8 +83,7 @@ func (s *FileMaps) Append(ctx context.Context, tp Partition, segs []offsetsync.S
 	// Validate against the in-memory map before making it durable.
 	check := s.mem.Map(tp)
 	for _, seg := range segs {
-		var err error
-		if check, err = check.Append(seg); err != nil {
+		if _, err := check.Append(seg); err != nil {
 			return err
 		}
 	}

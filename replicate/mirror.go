@@ -92,13 +92,22 @@ type Mirror struct {
 	producers   map[uint8]*kgo.Client // one per compression codec
 	dstOpts     []kgo.Opt
 
-	mu    sync.Mutex
-	parts map[Partition]*partState
-	fatal error // first produce failure; Run returns it
+	mu      sync.Mutex
+	parts   map[Partition]*partState
+	waiters map[Partition][]waiter // sync produce mode, see WaitMirrored
+	fatal   error                  // first produce failure; Run returns it
+	nudge   chan struct{}          // asks Run to discover topics now
+}
+
+// waiter is a caller of WaitMirrored.
+type waiter struct {
+	offset int64 // satisfied when nextSource > offset
+	done   chan struct{}
 }
 
 // partState is one partition's progress, guarded by Mirror.mu.
 type partState struct {
+	tp         Partition
 	skip       int64 // records already in the target, to map rather than copy
 	nextTarget int64 // target offset of the next skipped record
 	highWater  int64
@@ -106,8 +115,8 @@ type partState struct {
 	nextSource int64 // first source offset not yet acknowledged by the target
 	copied     int64
 	bytes      int64
-	caughtUpAt time.Time      // last time lag was 0, for lag in seconds
-	pending    offsetsync.Map // acknowledged, not yet in the MapStore
+	caughtUpAt time.Time            // last time lag was 0, for lag in seconds
+	pending    offsetsync.OffsetMap // acknowledged, not yet in the MapStore
 	segments   int
 
 	codec   uint8 // codec of the last record sent
@@ -148,6 +157,8 @@ func New(cfg Config) (*Mirror, error) {
 		dstAdm:    kadm.NewClient(dst),
 		producers: map[uint8]*kgo.Client{},
 		parts:     make(map[Partition]*partState),
+		waiters:   make(map[Partition][]waiter),
+		nudge:     make(chan struct{}, 1),
 	}
 	m.dstOpts = append(append([]kgo.Opt{}, cfg.Target...),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
@@ -209,7 +220,13 @@ func (m *Mirror) Run(ctx context.Context) error {
 		if err := m.fatalErr(); err != nil {
 			return m.stop(err)
 		}
-		if time.Now().After(nextDiscovery) {
+		nudged := false
+		select {
+		case <-m.nudge:
+			nudged = true
+		default:
+		}
+		if nudged || time.Now().After(nextDiscovery) {
 			if err := m.discover(ctx); err != nil {
 				m.log.Warn("topic discovery failed; retrying", "err", err)
 			}
@@ -301,14 +318,62 @@ func (m *Mirror) copyPartition(ctx context.Context, fp kgo.FetchTopicPartition) 
 
 // mapped records that source offset src is target offset dst. Called with mu held.
 func (m *Mirror) mapped(st *partState, src, dst int64) error {
-	var err error
-	st.pending, err = st.pending.Append(offsetsync.Segment{Virtual: src, Source: src, Target: dst, Length: 1})
-	if err != nil {
+	if _, err := st.pending.Append(offsetsync.Segment{Virtual: src, Source: src, Target: dst, Length: 1}); err != nil {
 		return err
 	}
 	st.nextSource = src + 1
 	st.copied++
+	if ws := m.waiters[st.tp]; len(ws) > 0 {
+		kept := ws[:0]
+		for _, w := range ws {
+			if w.offset < st.nextSource {
+				close(w.done)
+			} else {
+				kept = append(kept, w)
+			}
+		}
+		m.waiters[st.tp] = kept
+	}
 	return nil
+}
+
+// WaitMirrored blocks until the source record at offset of tp is in the
+// target, or ctx ends. Topics outside the selection return at once. It backs
+// produce.mode=sync: the client's acknowledgement waits for both clusters.
+func (m *Mirror) WaitMirrored(ctx context.Context, tp Partition, offset int64) error {
+	if !m.cfg.Topics.matches(tp.Topic) {
+		return nil
+	}
+	m.mu.Lock()
+	st := m.parts[tp]
+	if st != nil && st.nextSource > offset {
+		m.mu.Unlock()
+		return nil
+	}
+	w := waiter{offset: offset, done: make(chan struct{})}
+	m.waiters[tp] = append(m.waiters[tp], w)
+	m.mu.Unlock()
+	if st == nil {
+		select { // a topic just created by this produce: discover it now
+		case m.nudge <- struct{}{}:
+		default:
+		}
+	}
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		m.mu.Lock()
+		ws := m.waiters[tp]
+		for i := range ws {
+			if ws[i].done == w.done {
+				m.waiters[tp] = append(ws[:i], ws[i+1:]...)
+				break
+			}
+		}
+		m.mu.Unlock()
+		return fmt.Errorf("source offset %d of %s/%d not mirrored yet: %w", offset, tp.Topic, tp.Partition, ctx.Err())
+	}
 }
 
 // producer returns the target producer for a codec, so batches keep the
@@ -350,7 +415,7 @@ var codecs = map[uint8]kgo.CompressionCodec{
 // flushMaps moves acknowledged mappings into the map store.
 func (m *Mirror) flushMaps(ctx context.Context) error {
 	m.mu.Lock()
-	batch := make(map[Partition]offsetsync.Map)
+	batch := make(map[Partition]offsetsync.OffsetMap)
 	for tp, st := range m.parts {
 		if len(st.pending) > 0 {
 			batch[tp] = st.pending
@@ -417,6 +482,7 @@ func (m *Mirror) discover(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		st.tp = tp
 		m.mu.Lock()
 		m.parts[tp] = st
 		m.mu.Unlock()

@@ -179,7 +179,7 @@ func checkExactAddrs(t *testing.T, src, dst []string, maps MapStore, topic strin
 	}
 }
 
-func sourceToTarget(m offsetsync.Map, src int64) (int64, bool) {
+func sourceToTarget(m offsetsync.OffsetMap, src int64) (int64, bool) {
 	for _, s := range m {
 		if src >= s.Source && src < s.SourceEnd() {
 			return s.Target + src - s.Source, true

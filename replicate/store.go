@@ -17,7 +17,7 @@ type Partition struct {
 // it for real deployments; MemoryMaps serves tests and the single-process
 // default until then.
 type MapStore interface {
-	Map(tp Partition) offsetsync.Map
+	Map(tp Partition) offsetsync.OffsetMap
 	// Append records segments after the partition's last one. It must be
 	// durable when it returns: the mirror derives where to resume from it.
 	Append(ctx context.Context, tp Partition, segs []offsetsync.Segment) error
@@ -26,24 +26,23 @@ type MapStore interface {
 // MemoryMaps is an in-process MapStore.
 type MemoryMaps struct {
 	mu   sync.RWMutex
-	maps map[Partition]offsetsync.Map
+	maps map[Partition]offsetsync.OffsetMap
 }
 
-func NewMemoryMaps() *MemoryMaps { return &MemoryMaps{maps: make(map[Partition]offsetsync.Map)} }
+func NewMemoryMaps() *MemoryMaps { return &MemoryMaps{maps: make(map[Partition]offsetsync.OffsetMap)} }
 
-func (s *MemoryMaps) Map(tp Partition) offsetsync.Map {
+func (s *MemoryMaps) Map(tp Partition) offsetsync.OffsetMap {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return append(offsetsync.Map(nil), s.maps[tp]...)
+	return s.maps[tp].Clone()
 }
 
 func (s *MemoryMaps) Append(_ context.Context, tp Partition, segs []offsetsync.Segment) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.maps[tp]
+	m := s.maps[tp].Clone() // all or nothing: Append grows the last segment in place
 	for _, seg := range segs {
-		var err error
-		if m, err = m.Append(seg); err != nil {
+		if _, err := m.Append(seg); err != nil {
 			return err
 		}
 	}
