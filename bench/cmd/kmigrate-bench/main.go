@@ -405,7 +405,7 @@ func firstLine(s string) string {
 
 func flagForeign(m measurement) measurement {
 	if f := m.usage.foreign; f > foreignNoteCores {
-		m.note = strings.TrimPrefix(m.note+fmt.Sprintf("; other processes used %.2f cores", f), "; ")
+		m.note = strings.TrimPrefix(m.note+fmt.Sprintf("; other load %.2f cores", f), "; ")
 	}
 	return m
 }
