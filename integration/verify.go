@@ -4,6 +4,14 @@
 // (a real broker, or kmigrate's proxy in front of it), and what they consumed
 // is checked record by record against what was produced.
 //
+// The tests give every client the address returned by bootstrap(t, cluster):
+// the broker itself by default, which validates the tests against real
+// Kafka, or a kmigrate proxy in front of it with -tags viaproxy
+// (proxy_test.go):
+//
+//	go test ./integration                 # direct to Kafka
+//	go test -tags viaproxy ./integration  # through the proxy
+//
 // This file is the reusable part: [Record] is a client-neutral view of one
 // record and [Compare] counts lost, duplicated and reordered records per
 // partition. The mirror and cutover tests use it too.
