@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"context"
+	"strconv"
+	"time"
 
 	"github.com/kmigrate/kmigrate/protocol"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -49,6 +52,9 @@ func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	}
 	if !expectResponse {
 		return nil, nil
+	}
+	if c.p.cfg.SyncProduce {
+		return c.syncProduce(req, calls), nil
 	}
 	return func(ctx context.Context) ([]byte, error) {
 		if len(calls) == 1 {
@@ -101,4 +107,62 @@ func (p *Proxy) rewriteProduceHints(resp *kmsg.ProduceResponse) bool {
 		changed = true
 	}
 	return changed
+}
+
+// syncProduce answers only when the records are in both clusters. The source
+// answer is merged as usual; then each successful partition waits for the
+// mirror, bounded by the request's own timeout.
+func (c *clientConn) syncProduce(req *kmsg.ProduceRequest, calls []*call) finishFunc {
+	return func(ctx context.Context) ([]byte, error) {
+		resps, err := gather[kmsg.ProduceResponse](ctx, calls, req.Version)
+		if err != nil {
+			return nil, err
+		}
+		lists := make([][]kmsg.ProduceResponseTopic, len(resps))
+		merged := resps[0]
+		for i, resp := range resps {
+			lists[i] = resp.Topics
+			merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
+		}
+		merged.Topics = mergeTopics(lists, produceResponseTopics)
+		c.p.rewriteProduceHints(merged)
+
+		spans := make(map[string]int64) // topic key + partition → offsets written
+		for _, t := range req.Topics {
+			for _, p := range t.Partitions {
+				n, err := protocol.OffsetSpan(p.Records)
+				if err != nil {
+					return nil, err
+				}
+				spans[partitionKey(topicKey(t.Topic, t.TopicID), p.Partition)] = n
+			}
+		}
+		wait, cancel := context.WithTimeout(ctx, time.Duration(max(req.TimeoutMillis, 1000))*time.Millisecond)
+		defer cancel()
+		for i := range merged.Topics {
+			t := &merged.Topics[i]
+			name := t.Topic
+			if name == "" {
+				name, _ = c.p.source.topicName(ctx, t.TopicID)
+			}
+			for j := range t.Partitions {
+				pt := &t.Partitions[j]
+				n := spans[partitionKey(topicKey(t.Topic, t.TopicID), pt.Partition)]
+				if pt.ErrorCode != 0 || n == 0 {
+					continue
+				}
+				if err := c.p.cfg.Mirror.WaitMirrored(wait, name, pt.Partition, pt.BaseOffset+n-1); err != nil {
+					c.log.Warn("sync produce: not mirrored in time", "topic", name, "partition", pt.Partition, "err", err)
+					pt.ErrorCode = kerr.RequestTimedOut.Code
+					msg := "kmigrate: written to the source but not yet mirrored to the target (produce mode sync); retry"
+					pt.ErrorMessage = &msg
+				}
+			}
+		}
+		return merged.AppendTo(nil), nil
+	}
+}
+
+func partitionKey(topic string, partition int32) string {
+	return topic + "\x00" + strconv.Itoa(int(partition))
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"log/slog"
 
@@ -32,6 +33,11 @@ type Config struct {
 	Source Upstream
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
+	// SyncProduce holds each Produce answer until Mirror reports its
+	// records in the target (produce.mode=sync); past the request's timeout
+	// the partition is answered REQUEST_TIMED_OUT, which clients retry.
+	SyncProduce bool
+	Mirror      MirrorWaiter
 	// Metrics receives the proxy's Prometheus series; nil means a private
 	// registry nobody scrapes.
 	Metrics *Metrics
@@ -43,6 +49,11 @@ type Upstream struct {
 	Bootstrap []string // host:port seeds
 	TLS       *tls.Config
 	SASL      sasl.Mechanism // nil for no SASL
+}
+
+// MirrorWaiter reports when a source offset has reached the target.
+type MirrorWaiter interface {
+	WaitMirrored(ctx context.Context, topic string, partition int32, offset int64) error
 }
 
 // DefaultMaxInFlight is the per-connection bound on outstanding requests.

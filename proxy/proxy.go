@@ -55,6 +55,9 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 	if len(cfg.Source.Bootstrap) == 0 {
 		return nil, errors.New("source bootstrap servers are required")
 	}
+	if cfg.SyncProduce && cfg.Mirror == nil {
+		return nil, errors.New("sync produce mode needs a mirror to the target")
+	}
 	p := &Proxy{
 		cfg:   cfg,
 		log:   cfg.Logger,

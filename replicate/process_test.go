@@ -258,3 +258,34 @@ func createTopic(t *testing.T, addr, topic string, partitions int32) {
 		t.Fatalf("create %s: %v", topic, err)
 	}
 }
+
+// TestSyncProduceMode: with --produce-mode sync, a record acknowledged
+// through the proxy is already in the target when the acknowledgement
+// arrives.
+func TestSyncProduceMode(t *testing.T) {
+	src, dst := realSource.Get(t), realTarget.Get(t)
+	topic := "sync-mode"
+	createTopic(t, src.Bootstrap(), topic, 2)
+	listen := freeAddr(t)
+	startProxyProcess(t, listen, "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(),
+		"--topics", topic, "--data-dir", t.TempDir(), "--produce-mode", "sync")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(listen), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var slowest time.Duration
+	for i := 0; i < 300; i++ {
+		start := time.Now()
+		if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte(fmt.Sprint(i % 5)), Value: []byte(fmt.Sprint(i))}).FirstErr(); err != nil {
+			t.Fatalf("produce %d: %v", i, err)
+		}
+		slowest = max(slowest, time.Since(start))
+		if got := endOffsetsSum(t, dst.Bootstrap(), topic); got < int64(i+1) {
+			t.Fatalf("record %d acknowledged in sync mode but the target holds only %d records", i, got)
+		}
+	}
+	t.Logf("300 sync produces, slowest acknowledgement %s", slowest)
+}

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -188,15 +189,36 @@ func (f *mirrorFlags) build(log *slog.Logger) (*replicate.Config, error) {
 	return &replicate.Config{Target: kgoOpts(up), Topics: sel, Start: start, Logger: log}, nil
 }
 
+// currentMirror lets the proxy wait on whichever mirror instance runs now
+// (runMirror replaces it after a failure).
+type currentMirror struct {
+	m atomic.Pointer[replicate.Mirror]
+}
+
+func (c *currentMirror) WaitMirrored(ctx context.Context, topic string, partition int32, offset int64) error {
+	for {
+		if m := c.m.Load(); m != nil {
+			return m.WaitMirrored(ctx, replicate.Partition{Topic: topic, Partition: partition}, offset)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("mirror not running: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // runMirror keeps the mirror running until ctx ends, restarting it after a
 // failure; each restart resumes from the offset map without duplicates.
-func runMirror(ctx context.Context, cfg replicate.Config, reg prometheus.Registerer, log *slog.Logger) {
+func runMirror(ctx context.Context, cfg replicate.Config, current *currentMirror, reg prometheus.Registerer, log *slog.Logger) {
 	backoff := time.Second
 	for ctx.Err() == nil {
 		m, err := replicate.New(cfg)
 		if err == nil {
 			reg.MustRegister(m)
+			current.m.Store(m)
 			err = m.Run(ctx)
+			current.m.Store(nil)
 			reg.Unregister(m)
 			m.Close()
 		}
@@ -226,6 +248,7 @@ func runProxy(args []string) error {
 		maxFrame      = fs.Int("max-frame-bytes", 100<<20, "largest request or response frame accepted")
 		maxInFlight   = fs.Int("max-in-flight", proxy.DefaultMaxInFlight, "outstanding requests per client connection before the proxy stops reading")
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
+		produceMode   = fs.String("produce-mode", "async", "async: acknowledge after the source; sync: after the source and the target (needs --target-bootstrap)")
 	)
 	source.register(fs, "source-", "source")
 	mirror.register(fs)
@@ -270,6 +293,17 @@ func runProxy(args []string) error {
 	if err != nil {
 		return err
 	}
+	current := &currentMirror{}
+	switch *produceMode {
+	case "async":
+	case "sync":
+		if mirrorCfg == nil {
+			return errors.New("--produce-mode sync needs --target-bootstrap: there is no target to wait for")
+		}
+		cfg.SyncProduce, cfg.Mirror = true, current
+	default:
+		return fmt.Errorf("--produce-mode must be async or sync, got %q", *produceMode)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -290,7 +324,7 @@ func runProxy(args []string) error {
 		mirrorDone.Add(1)
 		go func() {
 			defer mirrorDone.Done()
-			runMirror(ctx, *mirrorCfg, reg, log)
+			runMirror(ctx, *mirrorCfg, current, reg, log)
 		}()
 		// Stop and wait for the mirror before maps.Close: it flushes its map on exit.
 		defer func() { stop(); mirrorDone.Wait() }()
