@@ -1,4 +1,4 @@
-//go:build !viaproxy
+//go:build direct
 
 package integration
 
@@ -8,10 +8,10 @@ import (
 	"github.com/kmigrate/kmigrate/internal/kafkatest"
 )
 
-// bootstrap is the address every client under test is given. Built without
-// the viaproxy tag it is the broker itself, which validates the tests
-// against real Kafka; with -tags viaproxy (proxy_test.go) it is a kmigrate
-// proxy in front of the broker.
+// bootstrap is the address every client under test is given. Built with
+// -tags direct it is the broker itself, which validates the tests against
+// real Kafka; by default (proxy_test.go) it is a kmigrate proxy in front of
+// the broker.
 func bootstrap(t *testing.T, c *kafkatest.Cluster) string {
 	t.Helper()
 	return c.Bootstrap()

@@ -1,4 +1,4 @@
-//go:build viaproxy
+//go:build !direct
 
 package integration
 
@@ -11,13 +11,10 @@ import (
 	"github.com/kmigrate/kmigrate/proxy"
 )
 
-// bootstrap is the address every client under test is given: with the
-// viaproxy build tag, a kmigrate proxy started for the test in front of the
-// shared broker. Without the tag (bootstrap_direct_test.go) it is the
-// broker itself.
-//
-// To make the proxy the default, drop the build constraints of this file
-// and delete bootstrap_direct_test.go.
+// bootstrap is the address every client under test is given: a kmigrate
+// proxy started for the test in front of the shared broker. Built with
+// -tags direct (bootstrap_direct_test.go) it is the broker itself, which
+// validates the tests themselves against real Kafka.
 func bootstrap(t *testing.T, c *kafkatest.Cluster) string {
 	t.Helper()
 	return startProxy(t, c)

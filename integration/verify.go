@@ -5,12 +5,11 @@
 // is checked record by record against what was produced.
 //
 // The tests give every client the address returned by bootstrap(t, cluster):
-// the broker itself by default, which validates the tests against real
-// Kafka, or a kmigrate proxy in front of it with -tags viaproxy
-// (proxy_test.go):
+// a kmigrate proxy in front of a real broker by default (proxy_test.go), or
+// the broker itself with -tags direct, which validates the tests:
 //
-//	go test ./integration                 # direct to Kafka
-//	go test -tags viaproxy ./integration  # through the proxy
+//	go test ./integration               # through the proxy (what CI runs)
+//	go test -tags direct ./integration  # direct to Kafka
 //
 // This file is the reusable part: [Record] is a client-neutral view of one
 // record and [Compare] counts lost, duplicated and reordered records per

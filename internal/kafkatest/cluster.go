@@ -150,7 +150,7 @@ func (c *Cluster) format(ctx context.Context) error {
 	// Kafka's Uuid string form: URL-safe base64 without padding.
 	c.clusterID = base64.RawURLEncoding.EncodeToString(id[:])
 
-	args := []string{"format", "--cluster-id", c.clusterID, "--config", c.propsPath(), "--standalone"}
+	args := []string{"format", "--cluster-id=" + c.clusterID, "--config", c.propsPath(), "--standalone"}
 	if c.opts.SASL {
 		for _, u := range c.opts.Users {
 			for _, m := range []string{MechScramSHA256, MechScramSHA512} {
