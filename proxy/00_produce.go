@@ -35,10 +35,8 @@ func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	expectResponse := req.Acks != 0
 	var calls []*call
 	if len(order) == 1 {
-		cl, err := c.forward(order[0], r, r.Body, expectResponse)
-		if err != nil {
-			return nil, err
-		}
+		var cl *call
+		cl, err = c.forward(order[0], r, r.Body, expectResponse)
 		calls = []*call{cl}
 	} else {
 		calls, err = c.scatter(r, order, func(b int32) kmsg.Request {
@@ -46,12 +44,17 @@ func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			sub.Topics = split[b]
 			return &sub
 		}, expectResponse)
-		if err != nil {
-			return nil, err
-		}
 	}
 	if !expectResponse {
+		// acks=0 has no answer, not even an error: the records are lost
+		// as they would be on a broker connection that failed.
+		if err != nil {
+			c.log.Warn("acks=0 produce dropped: upstream unavailable", "err", err)
+		}
 		return nil, nil
+	}
+	if err != nil {
+		return nil, err
 	}
 	if c.p.cfg.SyncProduce {
 		return c.syncProduce(req, calls), nil

@@ -17,7 +17,7 @@ func handleMetadata(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		return nil, err
 	}
 	allTopics := req.Topics == nil
-	cl, err := c.forward(c.p.source.anyBroker(), r, r.Body, true)
+	cl, err := c.forwardAny(r, r.Body)
 	if err != nil {
 		return nil, err
 	}

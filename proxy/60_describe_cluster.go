@@ -11,7 +11,7 @@ import (
 // controller, like Metadata; grepplabs/kafka-proxy leaks upstream addresses
 // here, which sends admin clients around the proxy.
 func handleDescribeCluster(c *clientConn, r *protocol.Request) (finishFunc, error) {
-	cl, err := c.forward(c.p.source.anyBroker(), r, r.Body, true)
+	cl, err := c.forwardAny(r, r.Body)
 	if err != nil {
 		return nil, err
 	}

@@ -10,7 +10,7 @@ import (
 // handleDescribeTopicPartitions (KIP-966, used by the Java admin client's
 // describeTopics since 3.8) names leaders and replicas: all become the proxy.
 func handleDescribeTopicPartitions(c *clientConn, r *protocol.Request) (finishFunc, error) {
-	cl, err := c.forward(c.p.source.anyBroker(), r, r.Body, true)
+	cl, err := c.forwardAny(r, r.Body)
 	if err != nil {
 		return nil, err
 	}

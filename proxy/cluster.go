@@ -276,7 +276,7 @@ func (cl *cluster) leader(ctx context.Context, topic string, partition int32) in
 		return id
 	}
 	if err := cl.refreshMetadata(ctx, []string{topic}); err != nil {
-		cl.log.Warn("leader lookup failed", "topic", topic, "partition", partition, "err", err)
+		warnOnce.warn(cl.log, "leader lookup failed", "topic", topic, "partition", partition, "err", err)
 	}
 	if id, ok := cl.cachedLeader(topic, partition); ok {
 		return id
@@ -305,7 +305,7 @@ func (cl *cluster) topicName(ctx context.Context, id [16]byte) (string, bool) {
 		return name, true
 	}
 	if err := cl.refreshMetadata(ctx, nil); err != nil {
-		cl.log.Warn("topic id lookup failed", "err", err)
+		warnOnce.warn(cl.log, "topic id lookup failed", "err", err)
 	}
 	cl.mu.RLock()
 	defer cl.mu.RUnlock()
@@ -333,7 +333,7 @@ func (cl *cluster) coordinator(ctx context.Context, keyType int8, key string, fr
 	req.CoordinatorKeys = []string{key}
 	resp, err := cl.controlRequest(ctx, req)
 	if err != nil {
-		cl.log.Warn("coordinator lookup failed", "key", key, "type", keyType, "err", err)
+		warnOnce.warn(cl.log, "coordinator lookup failed", "key", key, "type", keyType, "err", err)
 		return cl.anyBroker(), kerr.CoordinatorNotAvailable.Code
 	}
 	fc := resp.(*kmsg.FindCoordinatorResponse)

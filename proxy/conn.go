@@ -115,7 +115,11 @@ func (c *clientConn) readLoop() error {
 		pr := &pendingResponse{req: req, start: time.Now()}
 		pr.finish, err = h(c, &req)
 		if err != nil {
-			return fmt.Errorf("%s v%d: %w", kmsg.NameForKey(req.APIKey), req.APIVersion, err)
+			if !isUpstreamError(err) {
+				return fmt.Errorf("%s v%d: %w", kmsg.NameForKey(req.APIKey), req.APIVersion, err)
+			}
+			upstreamErr := err // answered in turn by the writer, see retriableResponse
+			pr.finish = func(context.Context) ([]byte, error) { return nil, upstreamErr }
 		}
 		if pr.finish == nil { // no response expected (acks=0)
 			c.p.metrics.observe(req.APIKey, time.Since(pr.start))
@@ -134,6 +138,12 @@ func (c *clientConn) writeLoop() error {
 	var frame []byte
 	for pr := range c.queue {
 		body, err := pr.finish(c.ctx)
+		if err != nil && isUpstreamError(err) && c.ctx.Err() == nil {
+			if retry, ok := retriableResponse(&pr.req); ok {
+				warnOnce.warn(c.log, "upstream unavailable; answering with a retriable error", "api", kmsg.NameForKey(pr.req.APIKey), "err", err)
+				body, err = retry, nil
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("%s v%d (correlation id %d): %w", kmsg.NameForKey(pr.req.APIKey), pr.req.APIVersion, pr.req.CorrelationID, err)
 		}
@@ -184,12 +194,28 @@ func (c *clientConn) upstream(id int32) (*brokerConn, error) {
 func (c *clientConn) forward(broker int32, req *protocol.Request, body []byte, expectResponse bool) (*call, error) {
 	bc, err := c.upstream(broker)
 	if err != nil {
-		return nil, err
+		return nil, asUpstreamError(err)
 	}
-	return bc.Send(req.APIKey, req.APIVersion, req.Header, body, expectResponse)
+	cl, err := bc.Send(req.APIKey, req.APIVersion, req.Header, body, expectResponse)
+	return cl, asUpstreamError(err)
+}
+
+// forwardAny sends a request that any broker can serve, trying the known
+// brokers in turn so that one dead broker does not fail it.
+func (c *clientConn) forwardAny(req *protocol.Request, body []byte) (*call, error) {
+	var lastErr error
+	for _, b := range c.p.source.allBrokers() {
+		cl, err := c.forward(b, req, body, true)
+		if err == nil {
+			return cl, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
 }
 
 // forwardRaw forwards a request unchanged and returns its answer unchanged.
+// A negative broker means any.
 func (c *clientConn) forwardRaw(broker int32, req *protocol.Request) (finishFunc, error) {
 	cl, err := c.forward(broker, req, req.Body, true)
 	if err != nil {

@@ -130,7 +130,11 @@ func (p *Proxy) versionAllowed(key, version int16) bool {
 // toAnyBroker forwards unchanged to one broker: for admin requests that any
 // broker accepts (and forwards to the KRaft controller where needed).
 func toAnyBroker(c *clientConn, r *protocol.Request) (finishFunc, error) {
-	return c.forwardRaw(c.p.source.anyBroker(), r)
+	cl, err := c.forwardAny(r, r.Body)
+	if err != nil {
+		return nil, err
+	}
+	return cl.wait, nil
 }
 
 // respond wraps a response the proxy built itself.

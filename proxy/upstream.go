@@ -55,7 +55,7 @@ type call struct {
 func (c *call) wait(ctx context.Context) ([]byte, error) {
 	select {
 	case <-c.done:
-		return c.body, c.err
+		return c.body, asUpstreamError(c.err)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
