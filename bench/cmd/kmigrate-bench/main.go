@@ -50,6 +50,7 @@ type config struct {
 	produceDuration time.Duration
 	produceRecords  int64
 	consumeRecords  int64
+	consumeDuration time.Duration
 	linger          time.Duration
 	latencyRate     float64
 	latencyDuration time.Duration
@@ -83,7 +84,8 @@ func parseFlags() *config {
 	flag.IntVar(&c.partitions, "partitions", 6, "partitions of every topic")
 	flag.DurationVar(&c.produceDuration, "produce-duration", 6*time.Second, "length of one produce-throughput run")
 	flag.Int64Var(&c.produceRecords, "produce-records", 0, "records per produce-throughput run; overrides -produce-duration when > 0")
-	flag.Int64Var(&c.consumeRecords, "consume-records", 500000, "records in the topic each consume run reads")
+	flag.Int64Var(&c.consumeRecords, "consume-records", 300000, "records in the topic the consume runs read")
+	flag.DurationVar(&c.consumeDuration, "consume-duration", 3*time.Second, "least measured time of one consume run: the topic is read again from the start until it is reached")
 	flag.DurationVar(&c.linger, "linger", 5*time.Millisecond, "producer linger for throughput runs")
 	flag.Float64Var(&c.latencyRate, "latency-rate", 500, "records/s of the latency runs (moderate, so they measure latency, not queueing)")
 	flag.DurationVar(&c.latencyDuration, "latency-duration", 10*time.Second, "length of one latency run")

@@ -55,6 +55,7 @@ type row struct {
 	suite, metric, unit string
 	a, b                float64 // medians over rounds of baseline and candidate
 	ratio, delta        float64 // medians over rounds of the paired b/a and b-a
+	lo, hi              float64 // range over rounds of the paired b/a (throughput) or b-a (latency)
 	hasB                bool
 }
 
@@ -118,6 +119,13 @@ func buildReport(e *env, suites []suite, res *results) *report {
 				r.b = loadgen.Median(bv)
 				r.ratio = loadgen.Median(ratios)
 				r.delta = loadgen.Median(deltas)
+				spread := deltas
+				if m.higher {
+					spread = ratios
+				}
+				if len(spread) > 0 {
+					r.lo, r.hi = slices.Min(spread), slices.Max(spread)
+				}
 			}
 			rep.rows = append(rep.rows, r)
 		}
@@ -260,17 +268,22 @@ func fmtDelta(v float64, unit string) string {
 }
 
 func (r row) cells() []string {
-	c := []string{r.suite, r.metric, fmtVal(r.a, r.unit), "-", "-", "-"}
+	c := []string{r.suite, r.metric, fmtVal(r.a, r.unit), "-", "-", "-", "-"}
 	if r.hasB {
 		c[3] = fmtVal(r.b, r.unit)
 		c[4] = fmt.Sprintf("%.1f%%", 100*r.ratio)
 		c[5] = fmtDelta(r.delta, r.unit)
+		if r.unit == "ms" {
+			c[6] = fmt.Sprintf("%+.2f .. %+.2f ms", r.lo, r.hi)
+		} else {
+			c[6] = fmt.Sprintf("%.0f%% .. %.0f%%", 100*r.lo, 100*r.hi)
+		}
 	}
 	return c
 }
 
 func (rep *report) header() []string {
-	return []string{"suite", "metric", rep.sideA, rep.sideB, rep.sideB + "/" + rep.sideA, rep.sideB + " - " + rep.sideA}
+	return []string{"suite", "metric", rep.sideA, rep.sideB, rep.sideB + "/" + rep.sideA, rep.sideB + " - " + rep.sideA, "per-round range"}
 }
 
 // text is the human table for the terminal.
@@ -321,16 +334,17 @@ func (rep *report) markdown() string {
 		fmt.Fprintf(&b, "- Proxy: %s\n", rep.proxyNote)
 	}
 	fmt.Fprintf(&b, "- Load: franz-go %s, idempotent producer, acks=all, %d B incompressible values, no compression, %d partitions; "+
-		"throughput runs %s with linger %s and 10000 records buffered; consume runs read %d records; "+
+		"throughput runs %s with linger %s and 10000 records buffered; consume runs read a %d-record topic for at least %s; "+
 		"latency runs %.0f records/s per side for %s with linger %s (latency-paired: both sides at once, interleaved)\n",
-		"kgo", cfg.recordSize, cfg.partitions, produceLen(cfg), cfg.linger, cfg.consumeRecords, cfg.latencyRate, cfg.latencyDuration, cfg.latencyLinger)
+		"kgo", cfg.recordSize, cfg.partitions, produceLen(cfg), cfg.linger, cfg.consumeRecords, cfg.consumeDuration, cfg.latencyRate, cfg.latencyDuration, cfg.latencyLinger)
 	fmt.Fprintf(&b, "- Method: %d rounds, each running every suite on both sides, the side that goes first alternating by round; "+
-		"a side's value is the median over rounds; the ratio and difference columns are medians of the per-round pairs. Whole run took %s.\n\n",
+		"a side's value is the median over rounds; the ratio and difference columns are medians of the per-round pairs, "+
+		"and the range column gives the lowest and highest per-round pair (ratio for throughput, difference for latency). Whole run took %s.\n\n",
 		cfg.rounds, rep.elapsed.Round(time.Second))
 
 	h := rep.header()
 	b.WriteString("| " + strings.Join(h, " | ") + " |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|\n")
 	for _, r := range rep.rows {
 		b.WriteString("| " + strings.Join(r.cells(), " | ") + " |\n")
 	}

@@ -159,24 +159,36 @@ func (c *consumeSuite) run(ctx context.Context, e *env, s side, round int) (meas
 		Records:   c.records,
 		ClientID:  "kmigrate-bench",
 	}
+	minDur := e.cfg.consumeDuration
 	if round < 0 {
-		cfg.Records = max(1, c.records/5)
+		minDur = 0 // one pass
 	}
-	var res loadgen.ConsumeResult
+	// One pass over the topic can take well under a second; read it again
+	// (a new client each time, from the start) until the measured time
+	// reaches -consume-duration, and add the passes up.
+	var total loadgen.ConsumeResult
 	use, err := e.measure(s, func() error {
-		var err error
-		res, err = loadgen.Consume(ctx, cfg)
-		return err
+		for total.Elapsed == 0 || total.Elapsed < minDur {
+			res, err := loadgen.Consume(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			total.Records += res.Records
+			total.Bytes += res.Bytes
+			total.Elapsed += res.Elapsed
+			total.Total += res.Total
+		}
+		return nil
 	})
 	if err != nil {
 		return measurement{}, err
 	}
 	return measurement{
 		metrics: []metric{
-			{name: "records/s", unit: "rec/s", value: res.RecordsPerSec(), higher: true},
-			{name: "MB/s", unit: "MB/s", value: res.MBPerSec(), higher: true},
+			{name: "records/s", unit: "rec/s", value: total.RecordsPerSec(), higher: true},
+			{name: "MB/s", unit: "MB/s", value: total.MBPerSec(), higher: true},
 		},
-		bytes: res.Bytes, elapsed: res.Elapsed, usage: use,
+		bytes: total.Total * int64(e.cfg.recordSize), elapsed: total.Elapsed, usage: use,
 	}, nil
 }
 
