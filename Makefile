@@ -34,7 +34,7 @@ fuzz:
 	$(GO) test ./proxy -run '^$$' -fuzz FuzzSplitProduce -fuzztime $(FUZZTIME)
 
 bench: deps
-	$(GO) run ./bench/cmd/kmigrate-bench
+	$(GO) run ./bench/cmd/kmigrate-bench -out docs/benchmarks.md
 
 run:
 	scripts/run-local.sh
