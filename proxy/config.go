@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 
+	"github.com/kmigrate/kmigrate/offsetsync"
 	"github.com/twmb/franz-go/pkg/sasl"
 )
 
@@ -31,6 +32,17 @@ type Config struct {
 	MaxInFlight int
 	// Source is the cluster the proxy forwards to.
 	Source Upstream
+	// Target, when set, is the cluster consumer groups move to.
+	Target *Upstream
+	// Routing says where each consumer group is served; nil keeps every
+	// group on the source.
+	Routing Routing
+	// Maps gives a partition's offset map, to translate the committed
+	// offsets of groups served by the target.
+	Maps OffsetMaps
+	// Covered waits until the mirror has copied everything before virtual
+	// position v of a partition, so that a commit at v can be translated.
+	Covered func(ctx context.Context, topic string, partition int32, v int64) error
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
 	// SyncProduce holds each Produce answer until Mirror reports its
@@ -49,6 +61,18 @@ type Upstream struct {
 	Bootstrap []string // host:port seeds
 	TLS       *tls.Config
 	SASL      sasl.Mechanism // nil for no SASL
+}
+
+// Routing reports a consumer group's phase: "source", "draining", "fenced",
+// "target", "rollback-draining" or "rollback-fenced" (see offsetsync's
+// cutover sequence).
+type Routing interface {
+	GroupPhase(group string) string
+}
+
+// OffsetMaps reads offset maps.
+type OffsetMaps interface {
+	OffsetMap(topic string, partition int32) offsetsync.OffsetMap
 }
 
 // MirrorWaiter reports when a source offset has reached the target.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/kmigrate/kmigrate/protocol"
@@ -38,8 +39,17 @@ type clientConn struct {
 
 	queue chan *pendingResponse // bounded: the reader blocks when full
 
-	// upstreams is touched only by the reader goroutine.
-	upstreams map[int32]*brokerConn
+	// upstreams are this connection's links to upstream brokers. Mostly
+	// the reader goroutine uses them; a held group request (cutover) is
+	// forwarded later from the writer, hence the lock.
+	upstreamsMu sync.Mutex
+	upstreams   map[brokerKey]*brokerConn
+}
+
+// brokerKey names an upstream broker of one of the clusters.
+type brokerKey struct {
+	cluster *cluster
+	id      int32
 }
 
 func newClientConn(p *Proxy, conn net.Conn) *clientConn {
@@ -51,7 +61,7 @@ func newClientConn(p *Proxy, conn net.Conn) *clientConn {
 		ctx:       ctx,
 		cancel:    cancel,
 		queue:     make(chan *pendingResponse, p.cfg.MaxInFlight),
-		upstreams: make(map[int32]*brokerConn),
+		upstreams: make(map[brokerKey]*brokerConn),
 	}
 }
 
@@ -72,9 +82,11 @@ func (c *clientConn) serve() {
 	}
 	<-writerDone
 	c.cancel()
+	c.upstreamsMu.Lock()
 	for _, bc := range c.upstreams {
 		bc.close(errors.New("client connection closed"))
 	}
+	c.upstreamsMu.Unlock()
 	c.conn.Close()
 }
 
@@ -171,33 +183,41 @@ func (c *clientConn) writeLoop() error {
 
 // upstream returns this connection's link to an upstream broker, dialling it
 // on first use or after it failed.
-func (c *clientConn) upstream(id int32) (*brokerConn, error) {
-	if bc := c.upstreams[id]; bc != nil && !bc.isClosed() {
+func (c *clientConn) upstream(cl *cluster, id int32) (*brokerConn, error) {
+	c.upstreamsMu.Lock()
+	defer c.upstreamsMu.Unlock()
+	key := brokerKey{cl, id}
+	if bc := c.upstreams[key]; bc != nil && !bc.isClosed() {
 		return bc, nil
 	}
-	addr, ok := c.p.source.brokerAddr(id)
+	addr, ok := cl.brokerAddr(id)
 	if !ok {
-		return nil, fmt.Errorf("no address for %s broker %d", c.p.source.up.Name, id)
+		return nil, fmt.Errorf("no address for %s broker %d", cl.up.Name, id)
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, dialTimeout+authTimeout)
 	defer cancel()
-	bc, err := dialBroker(ctx, &c.p.source.up, addr, c.p.cfg.MaxInFlight, c.p.cfg.MaxFrameBytes)
+	bc, err := dialBroker(ctx, &cl.up, addr, c.p.cfg.MaxInFlight, c.p.cfg.MaxFrameBytes)
 	if err != nil {
 		return nil, err
 	}
-	c.upstreams[id] = bc
+	c.upstreams[key] = bc
 	return bc, nil
 }
 
 // forward sends body (the client's, or a rewritten one) under the client's
-// own header to an upstream broker.
+// own header to a source broker.
 func (c *clientConn) forward(broker int32, req *protocol.Request, body []byte, expectResponse bool) (*call, error) {
-	bc, err := c.upstream(broker)
+	return c.forwardTo(c.p.source, broker, req, body, expectResponse)
+}
+
+// forwardTo sends to a broker of the given cluster.
+func (c *clientConn) forwardTo(cl *cluster, broker int32, req *protocol.Request, body []byte, expectResponse bool) (*call, error) {
+	bc, err := c.upstream(cl, broker)
 	if err != nil {
 		return nil, asUpstreamError(err)
 	}
-	cl, err := bc.Send(req.APIKey, req.APIVersion, req.Header, body, expectResponse)
-	return cl, asUpstreamError(err)
+	call, err := bc.Send(req.APIKey, req.APIVersion, req.Header, body, expectResponse)
+	return call, asUpstreamError(err)
 }
 
 // forwardAny sends a request that any broker can serve, trying the known

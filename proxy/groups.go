@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"slices"
 
 	"github.com/kmigrate/kmigrate/protocol"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -20,9 +21,18 @@ func groupRouted[R any, PR interface {
 		if err != nil {
 			return nil, err
 		}
-		broker, _ := c.p.source.coordinator(c.ctx, 0, groupOf(req), false)
-		return c.forwardRaw(broker, r)
+		return handleGroupRequest(c, r, groupOf(req), "")
 	}
+}
+
+// handleJoinGroup is groupRouted plus the member id, which a cutover needs
+// to know when every member has rejoined.
+func handleJoinGroup(c *clientConn, r *protocol.Request) (finishFunc, error) {
+	req, err := decodeRequest[kmsg.JoinGroupRequest](r)
+	if err != nil {
+		return nil, err
+	}
+	return handleGroupRequest(c, r, req.Group, req.MemberID)
 }
 
 func txnRouted[R any, PR interface {
@@ -53,12 +63,18 @@ func handleInitProducerID(c *clientConn, r *protocol.Request) (finishFunc, error
 	return c.forwardRaw(broker, r)
 }
 
-// splitByCoordinator groups keys by their upstream coordinator.
-func (c *clientConn) splitByCoordinator(keyType int8, keys []string) (map[int32][]string, []int32) {
-	groups := make(map[int32][]string)
-	var order []int32
+// splitByCoordinator groups keys by their coordinator, in the cluster that
+// serves each group now (transactional ids always live on the source).
+func (c *clientConn) splitByCoordinator(keyType int8, keys []string) (map[brokerKey][]string, []brokerKey) {
+	groups := make(map[brokerKey][]string)
+	var order []brokerKey
 	for _, k := range keys {
-		b, _ := c.p.source.coordinator(c.ctx, keyType, k, false)
+		home := c.p.source
+		if keyType == 0 {
+			home = c.p.homeOf(c.p.groupPhase(k))
+		}
+		id, _ := home.coordinator(c.ctx, keyType, k, false)
+		b := brokerKey{home, id}
 		if _, ok := groups[b]; !ok {
 			order = append(order, b)
 		}
@@ -67,173 +83,160 @@ func (c *clientConn) splitByCoordinator(keyType int8, keys []string) (map[int32]
 	return groups, order
 }
 
-func handleOffsetFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
-	req, err := decodeRequest[kmsg.OffsetFetchRequest](r)
+// scatterKeyed sends one sub-request per (cluster, broker), in order.
+func (c *clientConn) scatterKeyed(r *protocol.Request, order []brokerKey, build func(brokerKey) kmsg.Request) ([]*call, error) {
+	calls := make([]*call, 0, len(order))
+	for _, b := range order {
+		sub := build(b)
+		sub.SetVersion(r.APIVersion)
+		cl, err := c.forwardTo(b.cluster, b.id, r, sub.AppendTo(nil), true)
+		if err != nil {
+			return nil, err
+		}
+		calls = append(calls, cl)
+	}
+	return calls, nil
+}
+
+
+// keyedSplit describes a request about several groups or transactional ids,
+// split per coordinator and merged back.
+type keyedSplit[Q any, PQ interface {
+	*Q
+	kmsg.Request
+}, S any, PS interface {
+	*S
+	kmsg.Response
+}] struct {
+	keyType int8
+	keys    func(PQ) []string
+	subset  func(req PQ, keys []string) // restrict req to keys
+	merge   func(dst, src PS)
+}
+
+func (d keyedSplit[Q, PQ, S, PS]) handle(c *clientConn, r *protocol.Request) (finishFunc, error) {
+	req, err := decodeRequest[Q, PQ](r)
 	if err != nil {
 		return nil, err
 	}
-	if r.APIVersion < 8 {
-		broker, _ := c.p.source.coordinator(c.ctx, 0, req.Group, false)
-		return c.forwardRaw(broker, r)
+	split, order := c.splitByCoordinator(d.keyType, d.keys(req))
+	if len(order) == 0 {
+		order = []brokerKey{{c.p.source, c.p.source.anyBroker()}}
 	}
-	byGroup := make(map[string]kmsg.OffsetFetchRequestGroup, len(req.Groups))
-	names := make([]string, 0, len(req.Groups))
-	for _, g := range req.Groups {
-		byGroup[g.Group] = g
-		names = append(names, g.Group)
-	}
-	split, order := c.splitByCoordinator(0, names)
+	var calls []*call
 	if len(order) == 1 {
-		return c.forwardRaw(order[0], r)
-	}
-	calls, err := c.scatter(r, order, func(b int32) kmsg.Request {
-		sub := *req
-		sub.Groups = nil
-		for _, g := range split[b] {
-			sub.Groups = append(sub.Groups, byGroup[g])
-		}
-		return &sub
-	}, true)
-	if err != nil {
-		return nil, err
-	}
-	return func(ctx context.Context) ([]byte, error) {
-		resps, err := gather[kmsg.OffsetFetchResponse](ctx, calls, r.APIVersion)
+		cl, err := c.forwardTo(order[0].cluster, order[0].id, r, r.Body, true)
 		if err != nil {
 			return nil, err
 		}
-		merged := resps[0]
-		for _, resp := range resps[1:] {
-			merged.Groups = append(merged.Groups, resp.Groups...)
-			merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
+		calls = []*call{cl}
+	} else if calls, err = c.scatterKeyed(r, order, func(b brokerKey) kmsg.Request {
+		sub := *req
+		d.subset(&sub, split[b])
+		return PQ(&sub)
+	}); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		var merged PS
+		for i, cl := range calls {
+			body, err := cl.wait(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if r.APIKey == 9 && order[i].cluster == c.p.target {
+				if body, err = c.offsetsFromTarget(body, r.APIVersion); err != nil {
+					return nil, err
+				}
+			}
+			if len(calls) == 1 {
+				return body, nil
+			}
+			resp, err := decodeResponse[S, PS](body, r.APIVersion)
+			if err != nil {
+				return nil, err
+			}
+			if merged == nil {
+				merged = resp
+			} else {
+				d.merge(merged, resp)
+			}
 		}
 		return merged.AppendTo(nil), nil
 	}, nil
 }
 
-func handleDescribeGroups(c *clientConn, r *protocol.Request) (finishFunc, error) {
-	req, err := decodeRequest[kmsg.DescribeGroupsRequest](r)
-	if err != nil {
-		return nil, err
-	}
-	split, order := c.splitByCoordinator(0, req.Groups)
-	if len(order) <= 1 {
-		return c.forwardRaw(firstOr(order, c.p.source.anyBroker()), r)
-	}
-	calls, err := c.scatter(r, order, func(b int32) kmsg.Request {
-		sub := *req
-		sub.Groups = split[b]
-		return &sub
-	}, true)
-	if err != nil {
-		return nil, err
-	}
-	return func(ctx context.Context) ([]byte, error) {
-		resps, err := gather[kmsg.DescribeGroupsResponse](ctx, calls, r.APIVersion)
+// handleOffsetFetch serves OffsetFetch: one group before v8, several after.
+func handleOffsetFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
+	if r.APIVersion < 8 {
+		req, err := decodeRequest[kmsg.OffsetFetchRequest](r)
 		if err != nil {
 			return nil, err
 		}
-		merged := resps[0]
-		for _, resp := range resps[1:] {
-			merged.Groups = append(merged.Groups, resp.Groups...)
-			merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
-		}
-		return merged.AppendTo(nil), nil
-	}, nil
+		return handleGroupRequest(c, r, req.Group, "")
+	}
+	return offsetFetchSplit.handle(c, r)
 }
 
-func handleDeleteGroups(c *clientConn, r *protocol.Request) (finishFunc, error) {
-	req, err := decodeRequest[kmsg.DeleteGroupsRequest](r)
-	if err != nil {
-		return nil, err
-	}
-	split, order := c.splitByCoordinator(0, req.Groups)
-	if len(order) <= 1 {
-		return c.forwardRaw(firstOr(order, c.p.source.anyBroker()), r)
-	}
-	calls, err := c.scatter(r, order, func(b int32) kmsg.Request {
-		sub := *req
-		sub.Groups = split[b]
-		return &sub
-	}, true)
-	if err != nil {
-		return nil, err
-	}
-	return func(ctx context.Context) ([]byte, error) {
-		resps, err := gather[kmsg.DeleteGroupsResponse](ctx, calls, r.APIVersion)
-		if err != nil {
-			return nil, err
+var offsetFetchSplit = keyedSplit[kmsg.OffsetFetchRequest, *kmsg.OffsetFetchRequest, kmsg.OffsetFetchResponse, *kmsg.OffsetFetchResponse]{
+	keys: func(r *kmsg.OffsetFetchRequest) []string {
+		out := make([]string, len(r.Groups))
+		for i, g := range r.Groups {
+			out[i] = g.Group
 		}
-		merged := resps[0]
-		for _, resp := range resps[1:] {
-			merged.Groups = append(merged.Groups, resp.Groups...)
-			merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
+		return out
+	},
+	subset: func(r *kmsg.OffsetFetchRequest, keys []string) {
+		all := r.Groups
+		r.Groups = nil
+		for _, g := range all {
+			if slices.Contains(keys, g.Group) {
+				r.Groups = append(r.Groups, g)
+			}
 		}
-		return merged.AppendTo(nil), nil
-	}, nil
+	},
+	merge: func(dst, src *kmsg.OffsetFetchResponse) {
+		dst.Groups = append(dst.Groups, src.Groups...)
+		dst.ThrottleMillis = maxThrottle(dst.ThrottleMillis, src.ThrottleMillis)
+	},
 }
 
-func handleConsumerGroupDescribe(c *clientConn, r *protocol.Request) (finishFunc, error) {
-	req, err := decodeRequest[kmsg.ConsumerGroupDescribeRequest](r)
-	if err != nil {
-		return nil, err
-	}
-	split, order := c.splitByCoordinator(0, req.Groups)
-	if len(order) <= 1 {
-		return c.forwardRaw(firstOr(order, c.p.source.anyBroker()), r)
-	}
-	calls, err := c.scatter(r, order, func(b int32) kmsg.Request {
-		sub := *req
-		sub.Groups = split[b]
-		return &sub
-	}, true)
-	if err != nil {
-		return nil, err
-	}
-	return func(ctx context.Context) ([]byte, error) {
-		resps, err := gather[kmsg.ConsumerGroupDescribeResponse](ctx, calls, r.APIVersion)
-		if err != nil {
-			return nil, err
-		}
-		merged := resps[0]
-		for _, resp := range resps[1:] {
-			merged.Groups = append(merged.Groups, resp.Groups...)
-			merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
-		}
-		return merged.AppendTo(nil), nil
-	}, nil
-}
+var handleDescribeGroups = keyedSplit[kmsg.DescribeGroupsRequest, *kmsg.DescribeGroupsRequest, kmsg.DescribeGroupsResponse, *kmsg.DescribeGroupsResponse]{
+	keys:   func(r *kmsg.DescribeGroupsRequest) []string { return r.Groups },
+	subset: func(r *kmsg.DescribeGroupsRequest, keys []string) { r.Groups = keys },
+	merge: func(dst, src *kmsg.DescribeGroupsResponse) {
+		dst.Groups = append(dst.Groups, src.Groups...)
+		dst.ThrottleMillis = maxThrottle(dst.ThrottleMillis, src.ThrottleMillis)
+	},
+}.handle
 
-func handleDescribeTransactions(c *clientConn, r *protocol.Request) (finishFunc, error) {
-	req, err := decodeRequest[kmsg.DescribeTransactionsRequest](r)
-	if err != nil {
-		return nil, err
-	}
-	split, order := c.splitByCoordinator(1, req.TransactionalIDs)
-	if len(order) <= 1 {
-		return c.forwardRaw(firstOr(order, c.p.source.anyBroker()), r)
-	}
-	calls, err := c.scatter(r, order, func(b int32) kmsg.Request {
-		sub := *req
-		sub.TransactionalIDs = split[b]
-		return &sub
-	}, true)
-	if err != nil {
-		return nil, err
-	}
-	return func(ctx context.Context) ([]byte, error) {
-		resps, err := gather[kmsg.DescribeTransactionsResponse](ctx, calls, r.APIVersion)
-		if err != nil {
-			return nil, err
-		}
-		merged := resps[0]
-		for _, resp := range resps[1:] {
-			merged.TransactionStates = append(merged.TransactionStates, resp.TransactionStates...)
-			merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
-		}
-		return merged.AppendTo(nil), nil
-	}, nil
-}
+var handleDeleteGroups = keyedSplit[kmsg.DeleteGroupsRequest, *kmsg.DeleteGroupsRequest, kmsg.DeleteGroupsResponse, *kmsg.DeleteGroupsResponse]{
+	keys:   func(r *kmsg.DeleteGroupsRequest) []string { return r.Groups },
+	subset: func(r *kmsg.DeleteGroupsRequest, keys []string) { r.Groups = keys },
+	merge: func(dst, src *kmsg.DeleteGroupsResponse) {
+		dst.Groups = append(dst.Groups, src.Groups...)
+		dst.ThrottleMillis = maxThrottle(dst.ThrottleMillis, src.ThrottleMillis)
+	},
+}.handle
+
+var handleConsumerGroupDescribe = keyedSplit[kmsg.ConsumerGroupDescribeRequest, *kmsg.ConsumerGroupDescribeRequest, kmsg.ConsumerGroupDescribeResponse, *kmsg.ConsumerGroupDescribeResponse]{
+	keys:   func(r *kmsg.ConsumerGroupDescribeRequest) []string { return r.Groups },
+	subset: func(r *kmsg.ConsumerGroupDescribeRequest, keys []string) { r.Groups = keys },
+	merge: func(dst, src *kmsg.ConsumerGroupDescribeResponse) {
+		dst.Groups = append(dst.Groups, src.Groups...)
+		dst.ThrottleMillis = maxThrottle(dst.ThrottleMillis, src.ThrottleMillis)
+	},
+}.handle
+
+var handleDescribeTransactions = keyedSplit[kmsg.DescribeTransactionsRequest, *kmsg.DescribeTransactionsRequest, kmsg.DescribeTransactionsResponse, *kmsg.DescribeTransactionsResponse]{
+	keyType: 1,
+	keys:    func(r *kmsg.DescribeTransactionsRequest) []string { return r.TransactionalIDs },
+	subset:  func(r *kmsg.DescribeTransactionsRequest, keys []string) { r.TransactionalIDs = keys },
+	merge: func(dst, src *kmsg.DescribeTransactionsResponse) {
+		dst.TransactionStates = append(dst.TransactionStates, src.TransactionStates...)
+		dst.ThrottleMillis = maxThrottle(dst.ThrottleMillis, src.ThrottleMillis)
+	},
+}.handle
 
 // handleListGroups asks every upstream broker (each coordinates some
 // groups) and concatenates; the client sees one broker, the proxy, so it

@@ -32,7 +32,7 @@ func routeTable() map[int16]handler {
 		8:  groupRouted(func(r *kmsg.OffsetCommitRequest) string { return r.Group }),
 		9:  handleOffsetFetch,
 		10: handleFindCoordinator,
-		11: groupRouted(func(r *kmsg.JoinGroupRequest) string { return r.Group }),
+		11: handleJoinGroup,
 		12: groupRouted(func(r *kmsg.HeartbeatRequest) string { return r.Group }),
 		13: groupRouted(func(r *kmsg.LeaveGroupRequest) string { return r.Group }),
 		14: groupRouted(func(r *kmsg.SyncGroupRequest) string { return r.Group }),
@@ -108,6 +108,14 @@ func (p *Proxy) apiVersions() map[int16][2]int16 {
 			umin, umax, ok := p.source.supports(key)
 			if !ok {
 				continue
+			}
+			if p.target != nil {
+				// Clients may be routed to either cluster mid-session.
+				tmin, tmax, ok := p.target.supports(key)
+				if !ok {
+					continue
+				}
+				umin, umax = max(umin, tmin), min16(umax, tmax)
 			}
 			hi := min16(umax, kmsg.RequestForKey(key).MaxVersion())
 			if c, ok := versionCaps[key]; ok {

@@ -22,6 +22,8 @@ type Proxy struct {
 	cfg       Config
 	log       *slog.Logger
 	source    *cluster
+	target    *cluster // nil without a target
+	gate      groupGate
 	listener  net.Listener
 	advHost   string
 	advPort   int32
@@ -74,6 +76,19 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 	if err := p.source.start(startCtx); err != nil {
 		return nil, err
 	}
+	if cfg.Target != nil {
+		if cfg.Target.Name == "" {
+			cfg.Target.Name = "target"
+		}
+		p.target = newCluster(*cfg.Target, cfg.Logger, cfg.MaxFrameBytes)
+		if err := p.target.start(startCtx); err != nil {
+			return nil, err
+		}
+		if cfg.Routing == nil || cfg.Maps == nil || cfg.Covered == nil {
+			return nil, errors.New("a target needs Routing, Maps and Covered to serve groups there")
+		}
+	}
+	p.gate.init()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
@@ -118,11 +133,16 @@ func (p *Proxy) Close() error {
 		}
 		p.connsMu.Unlock()
 		p.wg.Wait()
-		p.source.controlMu.Lock()
-		if p.source.control != nil {
-			p.source.control.close(errors.New("proxy closing"))
+		for _, cl := range []*cluster{p.source, p.target} {
+			if cl == nil {
+				continue
+			}
+			cl.controlMu.Lock()
+			if cl.control != nil {
+				cl.control.close(errors.New("proxy closing"))
+			}
+			cl.controlMu.Unlock()
 		}
-		p.source.controlMu.Unlock()
 	})
 	return nil
 }

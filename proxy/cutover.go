@@ -1,0 +1,271 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kmigrate/kmigrate/protocol"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Group phases, as stored by the control plane (raftstore) and sequenced
+// by offsetsync.Cutover.
+const (
+	phaseSource           = "source"
+	phaseDraining         = "draining"
+	phaseFenced           = "fenced"
+	phaseTarget           = "target"
+	phaseRollbackDraining = "rollback-draining"
+	phaseRollbackFenced   = "rollback-fenced"
+)
+
+// groupPhase is where a group is served now.
+func (p *Proxy) groupPhase(group string) string {
+	if p.target == nil || p.cfg.Routing == nil {
+		return phaseSource
+	}
+	if ph := p.cfg.Routing.GroupPhase(group); ph != "" {
+		return ph
+	}
+	return phaseSource
+}
+
+// homeOf is the cluster whose coordinator serves a group in a phase.
+func (p *Proxy) homeOf(phase string) *cluster {
+	switch phase {
+	case phaseTarget, phaseRollbackDraining, phaseRollbackFenced:
+		return p.target
+	default:
+		return p.source
+	}
+}
+
+func draining(phase string) bool { return phase != phaseSource && phase != phaseTarget }
+
+func fenced(phase string) bool { return phase == phaseFenced || phase == phaseRollbackFenced }
+
+// groupGate tracks, per group, the members whose JoinGroup this proxy holds
+// during a cutover and the commits it has forwarded but not yet seen
+// answered: the cutover waits for the first to be complete and the second
+// to be zero before it reads committed offsets.
+type groupGate struct {
+	mu       sync.Mutex
+	held     map[string]map[string]int // group → member id → held JoinGroups
+	inflight map[string]int            // group → commits in flight
+}
+
+func (g *groupGate) init() {
+	g.held = make(map[string]map[string]int)
+	g.inflight = make(map[string]int)
+}
+
+func (g *groupGate) hold(group, member string, delta int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := g.held[group]
+	if m == nil {
+		m = make(map[string]int)
+		g.held[group] = m
+	}
+	if m[member] += delta; m[member] <= 0 {
+		delete(m, member)
+	}
+}
+
+func (g *groupGate) commit(group string, delta int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.inflight[group] += delta
+}
+
+// HeldMembers lists the members whose JoinGroup for group is held here.
+func (p *Proxy) HeldMembers(group string) map[string]bool {
+	p.gate.mu.Lock()
+	defer p.gate.mu.Unlock()
+	out := make(map[string]bool)
+	for m := range p.gate.held[group] {
+		out[m] = true
+	}
+	return out
+}
+
+// InflightCommits counts group's commits forwarded and not yet answered.
+func (p *Proxy) InflightCommits(group string) int {
+	p.gate.mu.Lock()
+	defer p.gate.mu.Unlock()
+	return p.gate.inflight[group]
+}
+
+// handleGroupRequest serves a request about one group according to the
+// group's phase. While a cutover drains the group, heartbeats are answered
+// REBALANCE_IN_PROGRESS (members then revoke, commit and rejoin) and
+// JoinGroups are held; once fenced, commits are held too. A held request is
+// sent when the phase settles, to the group's new home.
+func handleGroupRequest(c *clientConn, r *protocol.Request, group, member string) (finishFunc, error) {
+	phase := c.p.groupPhase(group)
+	if draining(phase) {
+		switch {
+		case r.APIKey == 12: // Heartbeat
+			resp := kmsg.NewPtrHeartbeatResponse()
+			resp.Version = r.APIVersion
+			resp.ErrorCode = kerr.RebalanceInProgress.Code
+			return respond(resp), nil
+		case r.APIKey == 11, fenced(phase) && (r.APIKey == 8 || r.APIKey == 28):
+			return c.holdGroupRequest(r, group, member, phase), nil
+		}
+	}
+	return c.sendGroupRequest(r, group, phase, false)
+}
+
+// holdGroupRequest answers r once the group's phase leaves phase's draining
+// sequence.
+func (c *clientConn) holdGroupRequest(r *protocol.Request, group, member, phase string) finishFunc {
+	req := *r
+	if req.APIKey == 11 {
+		c.p.gate.hold(group, member, 1)
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		defer func() {
+			if req.APIKey == 11 {
+				c.p.gate.hold(group, member, -1)
+			}
+		}()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for draining(c.p.groupPhase(group)) {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-tick.C:
+			}
+		}
+		next := c.p.groupPhase(group)
+		finish, err := c.sendGroupRequest(&req, group, next, c.p.homeOf(next) != c.p.homeOf(phase))
+		if err != nil {
+			return nil, err
+		}
+		return finish(ctx)
+	}
+}
+
+// sendGroupRequest forwards a group request to the coordinator of the
+// group's home cluster. moved means the member comes from the other
+// cluster: a JoinGroup then joins as a new member (empty member id).
+func (c *clientConn) sendGroupRequest(r *protocol.Request, group, phase string, moved bool) (finishFunc, error) {
+	home := c.p.homeOf(phase)
+	broker, _ := home.coordinator(c.ctx, 0, group, false)
+	body := r.Body
+	switch {
+	case r.APIKey == 11 && moved:
+		req, err := decodeRequest[kmsg.JoinGroupRequest](r)
+		if err != nil {
+			return nil, err
+		}
+		req.MemberID = ""
+		body = req.AppendTo(nil)
+	case r.APIKey == 8 && home == c.p.target:
+		translated, err := c.commitToTarget(r)
+		if err != nil {
+			return nil, err
+		}
+		body = translated
+	case r.APIKey == 28 && home == c.p.target:
+		// A transaction runs where its producer writes: the source, until
+		// the topic's producers move (a later issue).
+		return nil, fmt.Errorf("TxnOffsetCommit for group %q, which the target serves: transactional consumers cannot move before their topics' producers", group)
+	}
+	countCommit := r.APIKey == 8 && home == c.p.source
+	if countCommit {
+		c.p.gate.commit(group, 1)
+	}
+	cl, err := c.forwardTo(home, broker, r, body, true)
+	if err != nil {
+		if countCommit {
+			c.p.gate.commit(group, -1)
+		}
+		return nil, err
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		resp, err := cl.wait(ctx)
+		if countCommit {
+			c.p.gate.commit(group, -1)
+		}
+		if err != nil || r.APIKey != 9 || home != c.p.target {
+			return resp, err
+		}
+		return c.offsetsFromTarget(resp, r.APIVersion)
+	}, nil
+}
+
+// commitToTarget translates an OffsetCommit's virtual positions into target
+// positions, waiting (bounded) for the mirror to cover each.
+func (c *clientConn) commitToTarget(r *protocol.Request) ([]byte, error) {
+	req, err := decodeRequest[kmsg.OffsetCommitRequest](r)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+	for i := range req.Topics {
+		t := &req.Topics[i]
+		name := t.Topic
+		if name == "" {
+			name, _ = c.p.source.topicName(ctx, t.TopicID)
+		}
+		for j := range t.Partitions {
+			pt := &t.Partitions[j]
+			if pt.Offset < 0 {
+				continue
+			}
+			if err := c.p.cfg.Covered(ctx, name, pt.Partition, pt.Offset); err != nil {
+				return nil, asUpstreamError(fmt.Errorf("commit %s/%d at %d: %w", name, pt.Partition, pt.Offset, err))
+			}
+			m := c.p.cfg.Maps.OffsetMap(name, pt.Partition)
+			tpos, err := m.PositionToTarget(pt.Offset, true)
+			if err != nil {
+				return nil, asUpstreamError(fmt.Errorf("commit %s/%d at %d: %w", name, pt.Partition, pt.Offset, err))
+			}
+			pt.Offset = tpos
+			pt.LeaderEpoch = -1 // the client's epoch is the source's
+		}
+	}
+	return req.AppendTo(nil), nil
+}
+
+// offsetsFromTarget translates an OffsetFetch answer from target positions
+// back to the virtual positions the client knows.
+func (c *clientConn) offsetsFromTarget(body []byte, version int16) ([]byte, error) {
+	resp, err := decodeResponse[kmsg.OffsetFetchResponse](body, version)
+	if err != nil {
+		return nil, err
+	}
+	translate := func(topic string, partition int32, offset *int64, epoch *int32) {
+		if *offset < 0 {
+			return
+		}
+		v, err := c.p.cfg.Maps.OffsetMap(topic, partition).PositionToVirtual(*offset)
+		if err != nil {
+			c.log.Error("committed offset in the target outside the offset map; answering no commit", "topic", topic, "partition", partition, "offset", *offset, "err", err)
+			v = -1
+		}
+		*offset, *epoch = v, -1
+	}
+	for i := range resp.Topics {
+		for j := range resp.Topics[i].Partitions {
+			pt := &resp.Topics[i].Partitions[j]
+			translate(resp.Topics[i].Topic, pt.Partition, &pt.Offset, &pt.LeaderEpoch)
+		}
+	}
+	for g := range resp.Groups {
+		for i := range resp.Groups[g].Topics {
+			t := &resp.Groups[g].Topics[i]
+			for j := range t.Partitions {
+				translate(t.Topic, t.Partitions[j].Partition, &t.Partitions[j].Offset, &t.Partitions[j].LeaderEpoch)
+			}
+		}
+	}
+	return resp.AppendTo(nil), nil
+}
