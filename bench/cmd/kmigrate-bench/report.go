@@ -271,7 +271,9 @@ func (r row) cells() []string {
 	c := []string{r.suite, r.metric, fmtVal(r.a, r.unit), "-", "-", "-", "-"}
 	if r.hasB {
 		c[3] = fmtVal(r.b, r.unit)
-		c[4] = fmt.Sprintf("%.1f%%", 100*r.ratio)
+		if r.unit != "ms" { // a ratio of latencies says little; their difference does
+			c[4] = fmt.Sprintf("%.1f%%", 100*r.ratio)
+		}
 		c[5] = fmtDelta(r.delta, r.unit)
 		if r.unit == "ms" {
 			c[6] = fmt.Sprintf("%+.2f .. %+.2f ms", r.lo, r.hi)

@@ -251,7 +251,7 @@ func latencyMeasurement(res loadgen.ProduceResult) measurement {
 		},
 		bytes: res.Bytes, elapsed: res.Elapsed,
 	}
-	if res.Behind > 5*time.Millisecond {
+	if res.Behind > 10*time.Millisecond {
 		m.note = fmt.Sprintf("generator up to %s late", res.Behind.Round(time.Millisecond))
 	}
 	return m
