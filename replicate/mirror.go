@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -118,6 +119,9 @@ type partState struct {
 	caughtUpAt time.Time            // last time lag was 0, for lag in seconds
 	pending    offsetsync.OffsetMap // acknowledged, not yet in the MapStore
 	segments   int
+	seen       int64   // one past the last source offset fetched (data or marker)
+	inflight   []int64 // source offsets produced, not yet acknowledged, in order
+	flushing   int64   // first source offset being written to the MapStore, or -1
 
 	codec   uint8 // codec of the last record sent
 	unacked int64 // produced, not yet acknowledged
@@ -138,7 +142,10 @@ func New(cfg Config) (*Mirror, error) {
 		cfg.Logger = slog.Default()
 	}
 	src, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.Source...),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), // aborted records and markers are not data
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), // aborted records are not data
+		// Markers are not copied either, but seeing them tells the mirror
+		// it has passed their offsets (Covered).
+		kgo.KeepControlRecords(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 	)...)
 	if err != nil {
@@ -274,6 +281,11 @@ func (m *Mirror) copyPartition(ctx context.Context, fp kgo.FetchTopicPartition) 
 	m.mu.Unlock()
 	for _, r := range fp.Records {
 		m.mu.Lock()
+		st.seen = r.Offset + 1
+		if r.Attrs.IsControl() {
+			m.mu.Unlock()
+			continue // a transaction marker: not data
+		}
 		if st.skip > 0 {
 			// Already in the target from before a restart: map, don't copy.
 			err := m.mapped(st, r.Offset, st.nextTarget)
@@ -289,6 +301,7 @@ func (m *Mirror) copyPartition(ctx context.Context, fp kgo.FetchTopicPartition) 
 		mustDrain := codec != st.codec && st.unacked > 0
 		st.codec = codec
 		st.unacked++
+		st.inflight = append(st.inflight, r.Offset)
 		m.mu.Unlock()
 		producer, err := m.producer(ctx, codec, mustDrain)
 		if err != nil {
@@ -303,6 +316,7 @@ func (m *Mirror) copyPartition(ctx context.Context, fp kgo.FetchTopicPartition) 
 			m.mu.Lock()
 			defer m.mu.Unlock()
 			st.unacked--
+			st.inflight = st.inflight[1:] // promises complete in order per partition
 			if err == nil {
 				err = m.mapped(st, srcOffset, out.Offset)
 				st.bytes += recordBytes(out)
@@ -335,6 +349,52 @@ func (m *Mirror) mapped(st *partState, src, dst int64) error {
 		m.waiters[st.tp] = kept
 	}
 	return nil
+}
+
+// firstUnstored is the first source offset copied or being copied but not
+// yet in the MapStore: every data record before it is in the stored map.
+func (st *partState) firstUnstored() int64 {
+	first := int64(math.MaxInt64)
+	if st.flushing >= 0 {
+		first = st.flushing
+	}
+	if len(st.pending) > 0 {
+		first = min(first, st.pending[0].Source)
+	}
+	if len(st.inflight) > 0 {
+		first = min(first, st.inflight[0])
+	}
+	return first
+}
+
+// Covered blocks until every record of tp before virtual position v is in
+// the stored offset map, so that v translates exactly (PositionToTarget
+// with covered=true): the mirror has fetched past v, and no record before v
+// is still in flight. Topics outside the selection never become covered.
+func (m *Mirror) Covered(ctx context.Context, tp Partition, v int64) error {
+	if !m.cfg.Topics.matches(tp.Topic) {
+		return fmt.Errorf("topic %s is not mirrored", tp.Topic)
+	}
+	for {
+		m.mu.Lock()
+		st := m.parts[tp]
+		ok := st != nil && st.seen >= v && st.firstUnstored() >= v
+		m.mu.Unlock()
+		if ok {
+			return nil
+		}
+		if st == nil {
+			select {
+			case m.nudge <- struct{}{}:
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s/%d not mirrored up to %d: %w", tp.Topic, tp.Partition, v, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // WaitMirrored blocks until the source record at offset of tp is in the
@@ -419,18 +479,21 @@ func (m *Mirror) flushMaps(ctx context.Context) error {
 	for tp, st := range m.parts {
 		if len(st.pending) > 0 {
 			batch[tp] = st.pending
+			st.flushing = st.pending[0].Source
 			st.pending = nil
 		}
 	}
 	m.mu.Unlock()
 	for tp, segs := range batch {
-		if err := m.cfg.Maps.Append(ctx, tp, segs); err != nil {
-			return fmt.Errorf("record offset map of %s/%d: %w", tp.Topic, tp.Partition, err)
-		}
+		err := m.cfg.Maps.Append(ctx, tp, segs)
 		n := len(m.cfg.Maps.Map(tp))
 		m.mu.Lock()
 		m.parts[tp].segments = n
+		m.parts[tp].flushing = -1
 		m.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("record offset map of %s/%d: %w", tp.Topic, tp.Partition, err)
+		}
 	}
 	return nil
 }
@@ -519,7 +582,7 @@ func (m *Mirror) resume(ctx context.Context, tp Partition, targetStart, targetEn
 	if extra < 0 {
 		return nil, kgo.Offset{}, fmt.Errorf("target partition %s/%d ends at offset %d but the map records offsets up to %d: the target lost records", tp.Topic, tp.Partition, targetEnd, last.TargetEnd())
 	}
-	st := &partState{skip: extra, nextTarget: last.TargetEnd(), nextSource: last.SourceEnd(), segments: len(segs)}
+	st := &partState{skip: extra, nextTarget: last.TargetEnd(), nextSource: last.SourceEnd(), seen: last.SourceEnd(), segments: len(segs), flushing: -1}
 	return st, kgo.NewOffset().At(last.SourceEnd()), nil
 }
 
