@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -147,7 +148,7 @@ func (c *clientConn) readLoop() error {
 
 func (c *clientConn) writeLoop() error {
 	bw := bufio.NewWriterSize(c.conn, 64<<10)
-	var frame []byte
+	var head []byte
 	for pr := range c.queue {
 		body, err := pr.finish(c.ctx)
 		if err != nil && isUpstreamError(err) && c.ctx.Err() == nil {
@@ -159,10 +160,17 @@ func (c *clientConn) writeLoop() error {
 		if err != nil {
 			return fmt.Errorf("%s v%d (correlation id %d): %w", kmsg.NameForKey(pr.req.APIKey), pr.req.APIVersion, pr.req.CorrelationID, err)
 		}
+		// Size and header go through the buffer; a large body then goes
+		// straight to the socket (bufio writes through when its buffer
+		// cannot hold it), so a fetch answer is never copied whole.
 		hdr := protocol.AppendResponseHeader(nil, pr.req.CorrelationID, pr.req.APIKey, pr.req.APIVersion)
-		frame = protocol.AppendFrame(frame[:0], hdr, body)
+		head = binary.BigEndian.AppendUint32(head[:0], uint32(len(hdr)+len(body)))
+		head = append(head, hdr...)
 		c.conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
-		if _, err := bw.Write(frame); err != nil {
+		if _, err := bw.Write(head); err != nil {
+			return err
+		}
+		if _, err := bw.Write(body); err != nil {
 			return err
 		}
 		// Flush only when nothing else is ready: pipelined answers share
@@ -172,11 +180,8 @@ func (c *clientConn) writeLoop() error {
 				return err
 			}
 		}
-		c.p.metrics.bytesOut.Add(float64(len(frame)))
+		c.p.metrics.bytesOut.Add(float64(len(head) + len(body)))
 		c.p.metrics.observe(pr.req.APIKey, time.Since(pr.start))
-		if cap(frame) > 1<<20 {
-			frame = nil // do not pin a large fetch buffer per idle connection
-		}
 	}
 	return bw.Flush()
 }
