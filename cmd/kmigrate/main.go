@@ -12,6 +12,8 @@ const usage = `kmigrate: move live Kafka applications between clusters.
 
 Usage:
   kmigrate proxy [flags]    serve clients in front of the source cluster
+  kmigrate cutover group G  move consumer group G to the target cluster
+  kmigrate rollback group G move consumer group G back to the source
   kmigrate version          print the version
 
 Run "kmigrate <command> -h" for the flags of a command.
@@ -34,6 +36,8 @@ func main() {
 	switch os.Args[1] {
 	case "proxy":
 		err = runProxy(os.Args[2:])
+	case "cutover", "rollback":
+		err = runGroupCommand(os.Args[1], os.Args[2:])
 	case "version", "--version":
 		fmt.Println("kmigrate", version)
 	case "-h", "--help", "help":

@@ -19,7 +19,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kmigrate/kmigrate/offsetsync"
 	"github.com/kmigrate/kmigrate/proxy"
+	"github.com/kmigrate/kmigrate/raftstore"
 	"github.com/kmigrate/kmigrate/replicate"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -155,22 +157,22 @@ func (f *mirrorFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dataDir, "data-dir", "kmigrate-data", "directory of the offset map (kept across restarts)")
 }
 
-func (f *mirrorFlags) build(log *slog.Logger) (*replicate.Config, error) {
+func (f *mirrorFlags) build(log *slog.Logger) (*replicate.Config, proxy.Upstream, error) {
 	if f.target.bootstrap == "" {
-		return nil, nil // no target: pass-through proxy only
+		return nil, proxy.Upstream{}, nil // no target: pass-through proxy only
 	}
 	up, err := f.target.build("target", "KMIGRATE_TARGET_")
 	if err != nil {
-		return nil, err
+		return nil, up, err
 	}
 	include, err := regexp.Compile("^(?:" + f.topics + ")$")
 	if err != nil {
-		return nil, fmt.Errorf("--topics: %w", err)
+		return nil, up, fmt.Errorf("--topics: %w", err)
 	}
 	sel := replicate.Selection{Include: include}
 	if f.excludeTopics != "" {
 		if sel.Exclude, err = regexp.Compile("^(?:" + f.excludeTopics + ")$"); err != nil {
-			return nil, fmt.Errorf("--exclude-topics: %w", err)
+			return nil, up, fmt.Errorf("--exclude-topics: %w", err)
 		}
 	}
 	var start replicate.StartPosition
@@ -182,11 +184,11 @@ func (f *mirrorFlags) build(log *slog.Logger) (*replicate.Config, error) {
 	default:
 		ts, err := time.Parse(time.RFC3339, f.start)
 		if err != nil {
-			return nil, fmt.Errorf("--mirror-start: %q is not earliest, latest or an RFC 3339 time", f.start)
+			return nil, up, fmt.Errorf("--mirror-start: %q is not earliest, latest or an RFC 3339 time", f.start)
 		}
 		start = replicate.At(ts)
 	}
-	return &replicate.Config{Target: kgoOpts(up), Topics: sel, Start: start, Logger: log}, nil
+	return &replicate.Config{Target: kgoOpts(up), Topics: sel, Start: start, Logger: log}, up, nil
 }
 
 // currentMirror lets the proxy wait on whichever mirror instance runs now
@@ -289,7 +291,7 @@ func runProxy(args []string) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Metrics = proxy.NewMetrics(reg)
 
-	mirrorCfg, err := mirror.build(log)
+	mirrorCfg, targetUp, err := mirror.build(log)
 	if err != nil {
 		return err
 	}
@@ -307,6 +309,25 @@ func runProxy(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	// With a target, the offset map and the group routes exist before the
+	// proxy starts: it serves groups on the target from them.
+	var (
+		maps    *replicate.FileMaps
+		routes  groupRoutes
+		cutover *offsetsync.Cutover
+	)
+	if mirrorCfg != nil {
+		if maps, err = replicate.OpenFileMaps(mirror.dataDir); err != nil {
+			return err
+		}
+		defer maps.Close()
+		mirrorCfg.Source, mirrorCfg.Maps = kgoOpts(up), maps
+		// Single-node control plane in memory until the raft store is wired in.
+		routes = groupRoutes{store: raftstore.NewMemory()}
+		cfg.Target, cfg.Routing, cfg.Maps, cfg.Covered = &targetUp, routes, mapReader{maps}, current.Covered
+	}
+
 	p, err := proxy.Start(ctx, cfg)
 	if err != nil {
 		return err
@@ -315,12 +336,6 @@ func runProxy(args []string) error {
 
 	var mirrorDone sync.WaitGroup
 	if mirrorCfg != nil {
-		maps, err := replicate.OpenFileMaps(mirror.dataDir)
-		if err != nil {
-			return err
-		}
-		defer maps.Close()
-		mirrorCfg.Source, mirrorCfg.Maps = kgoOpts(up), maps
 		mirrorDone.Add(1)
 		go func() {
 			defer mirrorDone.Done()
@@ -329,12 +344,30 @@ func runProxy(args []string) error {
 		// Stop and wait for the mirror before maps.Close: it flushes its map on exit.
 		defer func() { stop(); mirrorDone.Wait() }()
 		log.Info("mirroring to the target", "target", mirror.target.bootstrap, "topics", mirror.topics, "exclude", mirror.excludeTopics, "data_dir", mirror.dataDir)
+
+		srcClient, err := kgo.NewClient(kgoOpts(up)...)
+		if err != nil {
+			return err
+		}
+		defer srcClient.Close()
+		dstClient, err := kgo.NewClient(kgoOpts(targetUp)...)
+		if err != nil {
+			return err
+		}
+		defer dstClient.Close()
+		cutover = &offsetsync.Cutover{
+			Source: srcClient, Target: dstClient, Phases: routes, Gate: p,
+			Maps: mapReader{maps}.OffsetMap, Covered: current.Covered, Log: log,
+		}
 	}
 
 	if *adminListen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		if cutover != nil {
+			(&groupAPI{cutover: cutover, routes: routes, log: log}).register(mux)
+		}
 		srv := &http.Server{Addr: *adminListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		ln, err := net.Listen("tcp", *adminListen)
 		if err != nil {

@@ -1,0 +1,125 @@
+// Package proxytest runs the kmigrate binary as a child process for tests
+// that need a real proxy process (kill -9, CLI, admin API).
+package proxytest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kmigrate/kmigrate/internal/kafkatest"
+)
+
+var build struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// Binary builds cmd/kmigrate once per test binary and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	build.Do(func() {
+		root, err := kafkatest.RepoRoot()
+		if err != nil {
+			build.err = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "kmigrate-bin")
+		if err != nil {
+			build.err = err
+			return
+		}
+		build.path = filepath.Join(dir, "kmigrate")
+		cmd := exec.Command("go", "build", "-o", build.path, "./cmd/kmigrate")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			build.err = fmt.Errorf("go build ./cmd/kmigrate: %v\n%s", err, out)
+		}
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return build.path
+}
+
+// FreeAddr returns a loopback address nobody listens on right now.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Process is a running `kmigrate proxy`.
+type Process struct {
+	Addr, Admin string
+	LogPath     string
+	cmd         *exec.Cmd
+}
+
+// Start runs `kmigrate proxy --listen ADDR --admin-listen ADMIN args...` and
+// waits until it accepts clients. The process dies with the test.
+func Start(t testing.TB, args ...string) *Process {
+	t.Helper()
+	p := &Process{Addr: FreeAddr(t), Admin: FreeAddr(t), LogPath: filepath.Join(t.TempDir(), "proxy.log")}
+	logFile, err := os.Create(p.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(Binary(t), append([]string{"proxy", "--listen", p.Addr, "--admin-listen", p.Admin}, args...)...)
+	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		if t.Failed() {
+			out, _ := os.ReadFile(p.LogPath)
+			t.Logf("proxy log:\n%s", tail(out, 4000))
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", p.Addr); err == nil {
+			c.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			out, _ := os.ReadFile(p.LogPath)
+			t.Fatalf("proxy did not listen on %s:\n%s", p.Addr, tail(out, 4000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// CLI runs a kmigrate subcommand against this proxy's admin address.
+func (p *Process) CLI(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.Command(Binary(t), append(args, "--admin", p.Admin)...).CombinedOutput()
+	return string(out), err
+}
+
+// Kill9 kills the process with SIGKILL and reaps it.
+func (p *Process) Kill9() { p.cmd.Process.Signal(syscall.SIGKILL); p.cmd.Wait() }
+
+// Stop sends SIGTERM and waits.
+func (p *Process) Stop() { p.cmd.Process.Signal(syscall.SIGTERM); p.cmd.Wait() }
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
