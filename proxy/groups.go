@@ -98,7 +98,6 @@ func (c *clientConn) scatterKeyed(r *protocol.Request, order []brokerKey, build 
 	return calls, nil
 }
 
-
 // keyedSplit describes a request about several groups or transactional ids,
 // split per coordinator and merged back.
 type keyedSplit[Q any, PQ interface {
