@@ -18,6 +18,7 @@ import (
 const (
 	pathJoin   = "/v1/raftstore/join"
 	pathReport = "/v1/raftstore/report"
+	pathApply  = "/v1/raftstore/apply"
 )
 
 type joinRequest = Member
@@ -36,15 +37,24 @@ type errorResponse struct {
 	LeaderAdminAddr string `json:"leader_admin_addr,omitempty"`
 }
 
-// Handler serves the join and report endpoints:
+// Handler serves the endpoints nodes call on the leader:
 //
-//	POST /v1/raftstore/join    {"id","raft_addr","admin_addr","voter"} → AddNode
-//	POST /v1/raftstore/report  {"id","applied"}                         → ReportApplied
+//	POST /v1/raftstore/join    {"id","raft_addr","admin_addr","voter","writer"} → AddNode
+//	POST /v1/raftstore/report  {"id","applied"}                                  → ReportApplied
+//	POST /v1/raftstore/apply   {"entry": EncodeCommand bytes}                    → Apply (Propose)
 //
 // Only the leader serves them; other nodes answer 421 with the leader's
-// addresses, and the caller goes there.
+// addresses, and the caller goes there. It also serves, on every node from
+// its local state, the read-only admin API (see admin.go):
+//
+//	GET /v1/nodes            membership, applied indexes, liveness, leader
+//	GET /v1/changes          every route change and whether it is complete
+//	GET /v1/changes/{index}  which live nodes have applied raft index {index}
+//	GET /v1/writers          the mirror writer and epoch of each partition
 func (s *Store) Handler() http.Handler {
 	mux := http.NewServeMux()
+	s.adminRoutes(mux)
+	mux.HandleFunc("POST "+pathApply, s.serveApply)
 	mux.HandleFunc("POST "+pathJoin, func(w http.ResponseWriter, r *http.Request) {
 		var req joinRequest
 		if !decodeRequest(w, r, &req) {
@@ -64,7 +74,11 @@ func (s *Store) Handler() http.Handler {
 }
 
 func decodeRequest(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
+	return decodeRequestLimit(w, r, v, 1<<16)
+}
+
+func decodeRequestLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		writeJSON(w, http.StatusBadRequest, errorResponse{Error: "bad request: " + err.Error()})
@@ -98,6 +112,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // post sends a request to another node's Handler; a 421 becomes a
 // *NotLeaderError.
 func (s *Store) post(ctx context.Context, adminAddr, path string, body any) error {
+	return s.call(ctx, adminAddr, path, body, nil)
+}
+
+// call is post that decodes a 200 answer into out (when not nil).
+func (s *Store) call(ctx context.Context, adminAddr, path string, body, out any) error {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return err
@@ -117,6 +136,11 @@ func (s *Store) post(ctx context.Context, adminAddr, path string, body any) erro
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusOK {
+		if out != nil {
+			if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
+				return fmt.Errorf("post %s to %s: bad answer: %w", path, adminAddr, err)
+			}
+		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return nil
 	}
@@ -132,7 +156,7 @@ func (s *Store) post(ctx context.Context, adminAddr, path string, body any) erro
 // answers toward the leader, and retrying while the cluster has no leader or
 // the leader is not reachable yet.
 func (s *Store) join(ctx context.Context) error {
-	me := Member{ID: s.cfg.NodeID, RaftAddr: s.RaftAddr(), AdminAddr: s.cfg.AdminAddr, Voter: s.cfg.Voter}
+	me := s.self()
 	target := s.cfg.Join
 	backoff := 50 * time.Millisecond
 	hops := 0

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Snapshot encoding, version 1. Binary rather than JSON because a snapshot
+// Snapshot encoding, version 2. Binary rather than JSON because a snapshot
 // may hold millions of segments: varints keep a segment to a few bytes and
 // decoding allocation-light. Layout (all integers varints):
 //
@@ -20,16 +20,16 @@ import (
 //	topics:  count, then per topic:  name primary reverseMirror epoch changedAt changedIndex
 //	maps:    count, then per map:    topic partition count {virtual source target length}...
 //	writers: count, then per writer: topic partition node epoch changedAt changedIndex
-//	nodes:   count, then per node:   id raftAddr adminAddr voter applied reportedAt dead
+//	nodes:   count, then per node:   id raftAddr adminAddr voter writer applied reportedAt dead
 //	"END!"
 //
 // Strings are a length then bytes, booleans one byte, times Unix nanoseconds
 // (0 for none). Entries are sorted (Dump order), so equal states give equal
 // bytes. The trailer catches truncation; raft's file snapshot store already
-// checksums the file.
+// checksums the file. Version 1 had no writer flag per node; it is still read.
 const (
 	snapshotMagic   = "KMRS"
-	snapshotVersion = 1
+	snapshotVersion = 2
 	snapshotTrailer = "END!"
 	// maxSnapshotString bounds a string's length so that a corrupt length
 	// cannot make Restore allocate gigabytes.
@@ -86,6 +86,7 @@ func WriteSnapshot(w io.Writer, d Dump) error {
 		e.str(n.RaftAddr)
 		e.str(n.AdminAddr)
 		e.bool(n.Voter)
+		e.bool(n.Writer)
 		e.uvarint(n.Applied)
 		e.time(n.ReportedAt)
 		e.bool(n.Dead)
@@ -112,8 +113,9 @@ func ReadSnapshot(r io.Reader) (Dump, error) {
 	if string(head[:len(snapshotMagic)]) != snapshotMagic {
 		return Dump{}, errors.New("not a raftstore snapshot")
 	}
-	if v := head[len(snapshotMagic)]; v != snapshotVersion {
-		return Dump{}, fmt.Errorf("snapshot version %d: this node reads version %d", v, snapshotVersion)
+	version := head[len(snapshotMagic)]
+	if version < 1 || version > snapshotVersion {
+		return Dump{}, fmt.Errorf("snapshot version %d: this node reads versions 1 to %d", version, snapshotVersion)
 	}
 	var out Dump
 	out.Applied = d.uvarint()
@@ -150,10 +152,11 @@ func ReadSnapshot(r io.Reader) (Dump, error) {
 		})
 	}
 	for n := d.count(); n > 0 && d.err == nil; n-- {
-		out.Nodes = append(out.Nodes, Node{
-			Member:  Member{ID: d.str(), RaftAddr: d.str(), AdminAddr: d.str(), Voter: d.bool()},
-			Applied: d.uvarint(), ReportedAt: d.time(), Dead: d.bool(),
-		})
+		m := Member{ID: d.str(), RaftAddr: d.str(), AdminAddr: d.str(), Voter: d.bool()}
+		if version >= 2 {
+			m.Writer = d.bool()
+		}
+		out.Nodes = append(out.Nodes, Node{Member: m, Applied: d.uvarint(), ReportedAt: d.time(), Dead: d.bool()})
 	}
 	var tail [len(snapshotTrailer)]byte
 	d.raw(tail[:])

@@ -119,6 +119,9 @@ type Member struct {
 	RaftAddr  string `json:"raft_addr"`
 	AdminAddr string `json:"admin_addr,omitempty"` // HTTP address serving (*Store).Handler
 	Voter     bool   `json:"voter"`
+	// Writer says the node runs a mirror and may be given partitions to
+	// write (Assigner); sidecars that only proxy leave it false.
+	Writer bool `json:"writer,omitempty"`
 }
 
 // Node is a member and what it last reported.

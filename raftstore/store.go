@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 )
 
 // ErrNotLeader is wrapped by the errors of calls that only the leader serves.
@@ -76,6 +77,9 @@ type Config struct {
 	// Voter makes the node a raft voter when it joins; otherwise it is a
 	// non-voter that applies the log and serves local reads.
 	Voter bool
+	// Writer registers the node as one that runs a mirror, so that the
+	// Assigner may give it partitions to write.
+	Writer bool
 	// Join is the admin (HTTP) address of any node of an existing cluster.
 	// A node with an empty DataDir and no Join bootstraps a new cluster with
 	// itself as the only voter (the embedded default). Join is used only when
@@ -176,7 +180,7 @@ func (s *Store) start() (err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("raftstore: create data dir: %w", err)
 	}
-	s.bolt, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	s.bolt, err = openBolt(filepath.Join(cfg.DataDir, "raft.db"))
 	if err != nil {
 		return fmt.Errorf("raftstore: open log store %s: %w", cfg.DataDir, err)
 	}
@@ -549,9 +553,9 @@ func (s *Store) reconcileMembers() error {
 		n, known := s.fsm.Node(m.ID)
 		switch {
 		case m.ID == s.cfg.NodeID:
-			m.AdminAddr = s.cfg.AdminAddr
+			m.AdminAddr, m.Writer = s.cfg.AdminAddr, s.cfg.Writer
 		case known:
-			m.AdminAddr = n.AdminAddr
+			m.AdminAddr, m.Writer = n.AdminAddr, n.Writer
 		}
 		if known && n.Member == m {
 			continue
@@ -585,8 +589,19 @@ func (s *Store) reportLoop() {
 		if change <= reported && time.Since(reportedAt) < s.cfg.ReportRefresh {
 			continue
 		}
-		if _, ok := s.fsm.Node(s.cfg.NodeID); !ok {
+		n, ok := s.fsm.Node(s.cfg.NodeID)
+		if !ok {
 			continue // not registered yet: the leader would refuse the report
+		}
+		if me := s.self(); n.Member != me && s.raft.State() != raft.Leader {
+			// Restarted with another admin address or role: register again
+			// (a leader does it for itself in reconcileMembers).
+			ctx, cancel := context.WithTimeout(s.stopCtx, s.cfg.ApplyTimeout)
+			err := s.postLeader(ctx, pathJoin, me, nil)
+			cancel()
+			if err != nil {
+				s.log.Debug("raftstore: update registration", "err", err)
+			}
 		}
 		ctx, cancel := context.WithTimeout(s.stopCtx, s.cfg.ApplyTimeout)
 		err := s.report(ctx, applied)
@@ -605,10 +620,91 @@ func (s *Store) report(ctx context.Context, applied uint64) error {
 		_, err := s.Apply(ctx, rep)
 		return err
 	}
+	return s.postLeader(ctx, pathReport, reportRequest{ID: rep.ID, Applied: rep.Applied}, nil)
+}
+
+// self is this node's membership as configured.
+func (s *Store) self() Member {
+	return Member{ID: s.cfg.NodeID, RaftAddr: s.RaftAddr(), AdminAddr: s.cfg.AdminAddr, Voter: s.cfg.Voter, Writer: s.cfg.Writer}
+}
+
+// leaderAdmin is the admin address of the leader this node knows.
+func (s *Store) leaderAdmin() (string, error) {
 	leaderID, _ := s.Leader()
+	if leaderID == "" {
+		return "", fmt.Errorf("%w: no leader known", ErrNotLeader)
+	}
 	n, ok := s.fsm.Node(leaderID)
 	if !ok || n.AdminAddr == "" {
-		return fmt.Errorf("leader %q has no known admin address", leaderID)
+		return "", fmt.Errorf("leader %q has no known admin address", leaderID)
 	}
-	return s.post(ctx, n.AdminAddr, pathReport, reportRequest{ID: rep.ID, Applied: rep.Applied})
+	return n.AdminAddr, nil
+}
+
+// postLeader posts to the Handler of the leader this node knows.
+func (s *Store) postLeader(ctx context.Context, path string, body, out any) error {
+	addr, err := s.leaderAdmin()
+	if err != nil {
+		return err
+	}
+	return s.call(ctx, addr, path, body, out)
+}
+
+// ReadDir returns the state held in a stopped node's data directory: the
+// latest snapshot plus every log entry after it. It is for inspection and
+// tests; on a member of a multi-node cluster the log may end with entries
+// that were never committed, which ReadDir includes (a single node's log is
+// all committed).
+func ReadDir(dir string) (Dump, error) {
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, newHCLog(slog.New(slog.DiscardHandler), slog.LevelError))
+	if err != nil {
+		return Dump{}, fmt.Errorf("raftstore: snapshots in %s: %w", dir, err)
+	}
+	f := newFSM(nil)
+	var after uint64
+	metas, err := snaps.List()
+	if err != nil {
+		return Dump{}, fmt.Errorf("raftstore: list snapshots in %s: %w", dir, err)
+	}
+	if len(metas) > 0 {
+		_, rc, err := snaps.Open(metas[0].ID)
+		if err != nil {
+			return Dump{}, fmt.Errorf("raftstore: open snapshot %s: %w", metas[0].ID, err)
+		}
+		if err := f.Restore(rc); err != nil {
+			return Dump{}, err
+		}
+		after = metas[0].Index
+	}
+	path := filepath.Join(dir, "raft.db")
+	if _, err := os.Stat(path); err != nil {
+		return Dump{}, fmt.Errorf("raftstore: %w", err)
+	}
+	bolt, err := openBolt(path)
+	if err != nil {
+		return Dump{}, fmt.Errorf("raftstore: open %s: %w", path, err)
+	}
+	defer bolt.Close()
+	last, err := bolt.LastIndex()
+	if err != nil {
+		return Dump{}, fmt.Errorf("raftstore: read %s: %w", path, err)
+	}
+	for i := after + 1; i <= last; i++ {
+		var l raft.Log
+		if err := bolt.GetLog(i, &l); err != nil {
+			return Dump{}, fmt.Errorf("raftstore: log entry %d of %s: %w", i, path, err)
+		}
+		f.Apply(&l)
+	}
+	return f.Dump(), nil
+}
+
+// openBolt opens the log store, failing rather than waiting forever when
+// another process holds it (two nodes given the same data directory).
+func openBolt(path string) (*raftboltdb.BoltStore, error) {
+	st, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{Timeout: 2 * time.Second}})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return nil, fmt.Errorf("%s is in use by another process", path)
+	}
+	return st, err
 }
