@@ -40,7 +40,21 @@ type Config struct {
 	// MaxBufferedRecords bounds the records read but not yet acknowledged
 	// by the target (default 10,000): past it the mirror stops reading.
 	MaxBufferedRecords int
+	// Owns, if set, restricts the mirror to the partitions this node may
+	// write (one writer per partition across nodes; DESIGN.md, "Where
+	// mirror writers run"). It is asked before a partition is taken, and
+	// before each batch copied into it. Once it answers false the mirror
+	// releases the partition: it stops reading it, records what the
+	// target acknowledged if the map store still accepts it, and takes the
+	// partition again only through discovery, resuming from the map. It is
+	// asked often, so it must be a cheap local read. nil: every partition.
+	Owns func(Partition) bool
 }
+
+// ErrNotOwner is what a MapStore returns (wrapped) when this node may no
+// longer write a partition's map: another writer took it. The mirror then
+// releases the partition instead of stopping.
+var ErrNotOwner = errors.New("not the writer of this partition")
 
 // StartPosition is where a partition without a map starts.
 type StartPosition struct {
@@ -98,6 +112,11 @@ type Mirror struct {
 	waiters map[Partition][]waiter // sync produce mode, see WaitMirrored
 	fatal   error                  // first produce failure; Run returns it
 	nudge   chan struct{}          // asks Run to discover topics now
+
+	// With Config.Owns: every selected partition at the last discovery,
+	// and the partitions released with records maybe still in flight.
+	known []Partition
+	gone  map[Partition]*partState
 }
 
 // waiter is a caller of WaitMirrored.
@@ -164,6 +183,7 @@ func New(cfg Config) (*Mirror, error) {
 		dstAdm:    kadm.NewClient(dst),
 		producers: map[uint8]*kgo.Client{},
 		parts:     make(map[Partition]*partState),
+		gone:      make(map[Partition]*partState),
 		waiters:   make(map[Partition][]waiter),
 		nudge:     make(chan struct{}, 1),
 	}
@@ -227,6 +247,7 @@ func (m *Mirror) Run(ctx context.Context) error {
 		if err := m.fatalErr(); err != nil {
 			return m.stop(err)
 		}
+		m.checkOwnership(ctx)
 		nudged := false
 		select {
 		case <-m.nudge:
@@ -279,6 +300,10 @@ func (m *Mirror) copyPartition(ctx context.Context, fp kgo.FetchTopicPartition) 
 	st.highWater, st.lastStable = fp.HighWatermark, fp.LastStableOffset
 	st.noteLag()
 	m.mu.Unlock()
+	if len(fp.Records) > 0 && m.cfg.Owns != nil && !m.cfg.Owns(tp) {
+		m.release(ctx, tp, "another writer owns it now")
+		return nil
+	}
 	for _, r := range fp.Records {
 		m.mu.Lock()
 		st.seen = r.Offset + 1
@@ -491,11 +516,73 @@ func (m *Mirror) flushMaps(ctx context.Context) error {
 		m.parts[tp].segments = n
 		m.parts[tp].flushing = -1
 		m.mu.Unlock()
+		if errors.Is(err, ErrNotOwner) {
+			m.release(ctx, tp, err.Error())
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("record offset map of %s/%d: %w", tp.Topic, tp.Partition, err)
 		}
 	}
 	return nil
+}
+
+// checkOwnership releases the partitions this node may no longer write, and
+// runs discovery early when it may write one that it does not copy yet.
+func (m *Mirror) checkOwnership(ctx context.Context) {
+	if m.cfg.Owns == nil {
+		return
+	}
+	var lost []Partition
+	gained := false
+	m.mu.Lock()
+	for tp := range m.parts {
+		if !m.cfg.Owns(tp) {
+			lost = append(lost, tp)
+		}
+	}
+	for _, tp := range m.known {
+		if m.parts[tp] == nil && m.cfg.Owns(tp) {
+			gained = true
+			break
+		}
+	}
+	m.mu.Unlock()
+	for _, tp := range lost {
+		m.release(ctx, tp, "no longer its writer")
+	}
+	if gained {
+		select {
+		case m.nudge <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// release stops copying a partition. Its acknowledged mappings are recorded
+// if the map store still takes them; otherwise the next writer finds those
+// records in the target and maps them (see resume). The partition is taken
+// again only through discovery, once its records in flight are settled.
+func (m *Mirror) release(ctx context.Context, tp Partition, why string) {
+	m.mu.Lock()
+	st := m.parts[tp]
+	if st == nil {
+		m.mu.Unlock()
+		return
+	}
+	delete(m.parts, tp)
+	m.gone[tp] = st
+	segs := st.pending
+	st.pending = nil
+	m.mu.Unlock()
+	m.src.RemoveConsumePartitions(map[string][]int32{tp.Topic: {tp.Partition}})
+	if len(segs) > 0 {
+		if err := m.cfg.Maps.Append(ctx, tp, segs); err != nil && !errors.Is(err, ErrNotOwner) {
+			m.log.Warn("offset map of a released partition not recorded; its next writer will map those records",
+				"topic", tp.Topic, "partition", tp.Partition, "err", err)
+		}
+	}
+	m.log.Info("released partition", "topic", tp.Topic, "partition", tp.Partition, "why", why)
 }
 
 // discover brings new topics and partitions into the mirror.
@@ -508,11 +595,15 @@ func (m *Mirror) discover(ctx context.Context) error {
 	}
 	var fresh []Partition
 	m.mu.Lock()
+	m.known = m.known[:0]
 	for topic, n := range counts {
 		for p := int32(0); p < int32(n); p++ {
-			if _, ok := m.parts[Partition{topic, p}]; !ok {
-				fresh = append(fresh, Partition{topic, p})
+			tp := Partition{topic, p}
+			m.known = append(m.known, tp)
+			if _, ok := m.parts[tp]; ok || !m.mayTake(tp) {
+				continue
 			}
+			fresh = append(fresh, tp)
 		}
 	}
 	m.mu.Unlock()
@@ -559,6 +650,19 @@ func (m *Mirror) discover(ctx context.Context) error {
 	return nil
 }
 
+// mayTake reports whether discovery may start copying tp: this node owns it
+// and no record of an earlier copy of it is still in flight (the resume
+// would miscount the target's records). Called with mu held.
+func (m *Mirror) mayTake(tp Partition) bool {
+	if g := m.gone[tp]; g != nil {
+		if g.unacked > 0 {
+			return false
+		}
+		delete(m.gone, tp)
+	}
+	return m.cfg.Owns == nil || m.cfg.Owns(tp)
+}
+
 // resume decides where a partition starts from the map and the target log.
 // A partition seen for the first time gets an anchor in the map before any
 // record is copied.
@@ -587,16 +691,18 @@ func (m *Mirror) resume(ctx context.Context, tp Partition, targetStart, targetEn
 }
 
 // owns reports whether the mirror already maps a topic (it created it or
-// copied into it), so that new source partitions may be added on the target.
+// copied into it, here or on another writer node), so that new source
+// partitions may be added on the target.
 func (m *Mirror) owns(topic string) bool {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	for tp := range m.parts {
 		if tp.Topic == topic {
+			m.mu.Unlock()
 			return true
 		}
 	}
-	return false
+	m.mu.Unlock()
+	return len(m.cfg.Maps.Map(Partition{topic, 0})) > 0
 }
 
 // lag is the committed source records not yet in the target.

@@ -25,6 +25,9 @@ type Selection struct {
 	Exclude *regexp.Regexp // nil: none
 }
 
+// Matches reports whether topic is in the selection.
+func (s Selection) Matches(topic string) bool { return s.matches(topic) }
+
 func (s Selection) matches(topic string) bool {
 	if s.Include != nil && !s.Include.MatchString(topic) {
 		return false
