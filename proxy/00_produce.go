@@ -74,20 +74,30 @@ func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			}
 			return resp.AppendTo(nil), nil
 		}
-		resps, err := gather[kmsg.ProduceResponse](ctx, calls, r.APIVersion)
+		merged, err := c.mergedProduce(ctx, calls, r.APIVersion)
 		if err != nil {
 			return nil, err
 		}
-		lists := make([][]kmsg.ProduceResponseTopic, len(resps))
-		merged := resps[0]
-		for i, resp := range resps {
-			lists[i] = resp.Topics
-			merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
-		}
-		merged.Topics = mergeTopics(lists, produceResponseTopics)
-		c.p.rewriteProduceHints(merged)
 		return merged.AppendTo(nil), nil
 	}, nil
+}
+
+// mergedProduce waits for every part of a split produce and merges the
+// answers, leader hints rewritten.
+func (c *clientConn) mergedProduce(ctx context.Context, calls []*call, version int16) (*kmsg.ProduceResponse, error) {
+	resps, err := gather[kmsg.ProduceResponse](ctx, calls, version)
+	if err != nil {
+		return nil, err
+	}
+	lists := make([][]kmsg.ProduceResponseTopic, len(resps))
+	merged := resps[0]
+	for i, resp := range resps {
+		lists[i] = resp.Topics
+		merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
+	}
+	merged.Topics = mergeTopics(lists, produceResponseTopics)
+	c.p.rewriteProduceHints(merged)
+	return merged, nil
 }
 
 // rewriteProduceHints replaces KIP-951 leader hints with the proxy, reporting
@@ -117,18 +127,10 @@ func (p *Proxy) rewriteProduceHints(resp *kmsg.ProduceResponse) bool {
 // mirror, bounded by the request's own timeout.
 func (c *clientConn) syncProduce(req *kmsg.ProduceRequest, calls []*call) finishFunc {
 	return func(ctx context.Context) ([]byte, error) {
-		resps, err := gather[kmsg.ProduceResponse](ctx, calls, req.Version)
+		merged, err := c.mergedProduce(ctx, calls, req.Version)
 		if err != nil {
 			return nil, err
 		}
-		lists := make([][]kmsg.ProduceResponseTopic, len(resps))
-		merged := resps[0]
-		for i, resp := range resps {
-			lists[i] = resp.Topics
-			merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
-		}
-		merged.Topics = mergeTopics(lists, produceResponseTopics)
-		c.p.rewriteProduceHints(merged)
 
 		spans := make(map[string]int64) // topic key + partition → offsets written
 		for _, t := range req.Topics {

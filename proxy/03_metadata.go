@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"context"
-
 	"github.com/kmigrate/kmigrate/protocol"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -17,23 +15,10 @@ func handleMetadata(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		return nil, err
 	}
 	allTopics := req.Topics == nil
-	cl, err := c.forwardAny(r, r.Body)
-	if err != nil {
-		return nil, err
-	}
-	return func(ctx context.Context) ([]byte, error) {
-		body, err := cl.wait(ctx)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := decodeResponse[kmsg.MetadataResponse](body, r.APIVersion)
-		if err != nil {
-			return nil, err
-		}
+	return rewritten(c, r, func(resp *kmsg.MetadataResponse) {
 		c.p.source.learnMetadata(resp, allTopics)
 		c.p.rewriteMetadata(resp)
-		return resp.AppendTo(nil), nil
-	}, nil
+	})
 }
 
 func (p *Proxy) rewriteMetadata(resp *kmsg.MetadataResponse) {

@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"context"
-
 	"github.com/kmigrate/kmigrate/protocol"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -10,19 +8,7 @@ import (
 // handleDescribeTopicPartitions (KIP-966, used by the Java admin client's
 // describeTopics since 3.8) names leaders and replicas: all become the proxy.
 func handleDescribeTopicPartitions(c *clientConn, r *protocol.Request) (finishFunc, error) {
-	cl, err := c.forwardAny(r, r.Body)
-	if err != nil {
-		return nil, err
-	}
-	return func(ctx context.Context) ([]byte, error) {
-		body, err := cl.wait(ctx)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := decodeResponse[kmsg.DescribeTopicPartitionsResponse](body, r.APIVersion)
-		if err != nil {
-			return nil, err
-		}
+	return rewritten(c, r, func(resp *kmsg.DescribeTopicPartitionsResponse) {
 		self := []int32{c.p.cfg.NodeID}
 		for i := range resp.Topics {
 			parts := resp.Topics[i].Partitions
@@ -37,8 +23,7 @@ func handleDescribeTopicPartitions(c *clientConn, r *protocol.Request) (finishFu
 				pt.OfflineReplicas = []int32{}
 			}
 		}
-		return resp.AppendTo(nil), nil
-	}, nil
+	})
 }
 
 // asSelf maps a replica list onto the proxy: null stays null (the Java

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"slices"
 
@@ -237,63 +238,48 @@ var handleDescribeTransactions = keyedSplit[kmsg.DescribeTransactionsRequest, *k
 	},
 }.handle
 
-// handleListGroups asks every upstream broker (each coordinates some
-// groups) and concatenates; the client sees one broker, the proxy, so it
-// would otherwise list only a fraction.
-func handleListGroups(c *clientConn, r *protocol.Request) (finishFunc, error) {
-	brokers := c.p.source.allBrokers()
-	calls := make([]*call, 0, len(brokers))
-	for _, b := range brokers {
-		cl, err := c.forward(b, r, r.Body, true)
-		if err != nil {
-			return nil, err
-		}
-		calls = append(calls, cl)
-	}
-	return func(ctx context.Context) ([]byte, error) {
-		resps, err := gather[kmsg.ListGroupsResponse](ctx, calls, r.APIVersion)
-		if err != nil {
-			return nil, err
-		}
-		merged := resps[0]
-		for _, resp := range resps[1:] {
-			merged.Groups = append(merged.Groups, resp.Groups...)
-			merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
-			if merged.ErrorCode == 0 {
-				merged.ErrorCode = resp.ErrorCode
+// broadcast sends a request to every source broker and merges the answers:
+// for listings (groups, transactions) that each broker answers for its own
+// share, while the client sees one broker, the proxy.
+func broadcast[S any, PS interface {
+	*S
+	kmsg.Response
+}](merge func(dst, src PS)) handler {
+	return func(c *clientConn, r *protocol.Request) (finishFunc, error) {
+		brokers := c.p.source.allBrokers()
+		calls := make([]*call, 0, len(brokers))
+		for _, b := range brokers {
+			cl, err := c.forward(b, r, r.Body, true)
+			if err != nil {
+				return nil, err
 			}
+			calls = append(calls, cl)
 		}
-		return merged.AppendTo(nil), nil
-	}, nil
+		return func(ctx context.Context) ([]byte, error) {
+			resps, err := gather[S, PS](ctx, calls, r.APIVersion)
+			if err != nil {
+				return nil, err
+			}
+			for _, resp := range resps[1:] {
+				merge(resps[0], resp)
+			}
+			return resps[0].AppendTo(nil), nil
+		}, nil
+	}
 }
 
-func handleListTransactions(c *clientConn, r *protocol.Request) (finishFunc, error) {
-	brokers := c.p.source.allBrokers()
-	calls := make([]*call, 0, len(brokers))
-	for _, b := range brokers {
-		cl, err := c.forward(b, r, r.Body, true)
-		if err != nil {
-			return nil, err
-		}
-		calls = append(calls, cl)
-	}
-	return func(ctx context.Context) ([]byte, error) {
-		resps, err := gather[kmsg.ListTransactionsResponse](ctx, calls, r.APIVersion)
-		if err != nil {
-			return nil, err
-		}
-		merged := resps[0]
-		for _, resp := range resps[1:] {
-			merged.TransactionStates = append(merged.TransactionStates, resp.TransactionStates...)
-			merged.UnknownStateFilters = append(merged.UnknownStateFilters, resp.UnknownStateFilters...)
-			merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
-			if merged.ErrorCode == 0 {
-				merged.ErrorCode = resp.ErrorCode
-			}
-		}
-		return merged.AppendTo(nil), nil
-	}, nil
-}
+var handleListGroups = broadcast(func(dst, src *kmsg.ListGroupsResponse) {
+	dst.Groups = append(dst.Groups, src.Groups...)
+	dst.ThrottleMillis = maxThrottle(dst.ThrottleMillis, src.ThrottleMillis)
+	dst.ErrorCode = cmp.Or(dst.ErrorCode, src.ErrorCode)
+})
+
+var handleListTransactions = broadcast(func(dst, src *kmsg.ListTransactionsResponse) {
+	dst.TransactionStates = append(dst.TransactionStates, src.TransactionStates...)
+	dst.UnknownStateFilters = append(dst.UnknownStateFilters, src.UnknownStateFilters...)
+	dst.ThrottleMillis = maxThrottle(dst.ThrottleMillis, src.ThrottleMillis)
+	dst.ErrorCode = cmp.Or(dst.ErrorCode, src.ErrorCode)
+})
 
 func firstOr(ids []int32, fallback int32) int32 {
 	if len(ids) > 0 {

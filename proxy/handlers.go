@@ -150,3 +150,27 @@ func respond(resp kmsg.Response) finishFunc {
 	body := resp.AppendTo(nil)
 	return func(context.Context) ([]byte, error) { return body, nil }
 }
+
+// rewritten forwards a request any broker can serve and rewrites its
+// answer before the client sees it.
+func rewritten[S any, PS interface {
+	*S
+	kmsg.Response
+}](c *clientConn, r *protocol.Request, rewrite func(PS)) (finishFunc, error) {
+	cl, err := c.forwardAny(r, r.Body)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		body, err := cl.wait(ctx)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := decodeResponse[S, PS](body, r.APIVersion)
+		if err != nil {
+			return nil, err
+		}
+		rewrite(resp)
+		return resp.AppendTo(nil), nil
+	}, nil
+}

@@ -524,3 +524,21 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// CreateTopic creates a topic with replication factor 1 and waits for the
+// broker to answer; an existing topic is an error.
+func (c *Cluster) CreateTopic(ctx context.Context, topic string, partitions int32, configs map[string]*string) error {
+	cl, err := c.Client()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, configs, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		return fmt.Errorf("create topic %s on %s: %w", topic, c.Name(), err)
+	}
+	return nil
+}

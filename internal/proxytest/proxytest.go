@@ -67,11 +67,19 @@ type Process struct {
 	cmd         *exec.Cmd
 }
 
-// Start runs `kmigrate proxy --listen ADDR --admin-listen ADMIN args...` and
-// waits until it accepts clients. The process dies with the test.
+// Start runs `kmigrate proxy --listen ADDR --admin-listen ADMIN args...` on
+// free addresses and waits until it accepts clients. The process dies with
+// the test.
 func Start(t testing.TB, args ...string) *Process {
 	t.Helper()
-	p := &Process{Addr: FreeAddr(t), Admin: FreeAddr(t), LogPath: filepath.Join(t.TempDir(), "proxy.log")}
+	return StartOn(t, FreeAddr(t), args...)
+}
+
+// StartOn is Start on a given client address, to restart a proxy where its
+// clients expect it.
+func StartOn(t testing.TB, listen string, args ...string) *Process {
+	t.Helper()
+	p := &Process{Addr: listen, Admin: FreeAddr(t), LogPath: filepath.Join(t.TempDir(), "proxy.log")}
 	logFile, err := os.Create(p.LogPath)
 	if err != nil {
 		t.Fatal(err)
