@@ -150,11 +150,7 @@ func TestRealMirrorExact(t *testing.T) {
 		}
 	}
 
-	maps, err := OpenFileMaps(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer maps.Close()
+	maps := NewMemoryMaps()
 	compactedLive := len(readAll(t, []string{src.Bootstrap()}, "compacted", 2)[0]) + len(readAll(t, []string{src.Bootstrap()}, "compacted", 2)[1])
 	start := time.Now()
 	mirrorUntil(t, src, dst, maps, "^(big|compacted|txns)$", func() bool {

@@ -13,9 +13,9 @@ type Partition struct {
 	Partition int32
 }
 
-// MapStore keeps the offset map the mirror writes. The raft store implements
-// it for real deployments; MemoryMaps serves tests and the single-process
-// default until then.
+// MapStore keeps the offset map the mirror writes. replicate/raftmaps
+// implements it on the raft control plane (what kmigrate runs); MemoryMaps
+// serves tests.
 type MapStore interface {
 	Map(tp Partition) offsetsync.OffsetMap
 	// Append records segments after the partition's last one. It must be

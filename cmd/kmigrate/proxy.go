@@ -22,8 +22,8 @@ import (
 
 	"github.com/kmigrate/kmigrate/offsetsync"
 	"github.com/kmigrate/kmigrate/proxy"
-	"github.com/kmigrate/kmigrate/raftstore"
 	"github.com/kmigrate/kmigrate/replicate"
+	"github.com/kmigrate/kmigrate/replicate/raftmaps"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -155,7 +155,7 @@ func (f *mirrorFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.topics, "topics", ".*", "regular expression of the topics to mirror (anchored)")
 	fs.StringVar(&f.excludeTopics, "exclude-topics", "", "regular expression of topics not to mirror (anchored)")
 	fs.StringVar(&f.start, "mirror-start", "earliest", "where partitions new to the mirror start: earliest, latest or an RFC 3339 time")
-	fs.StringVar(&f.dataDir, "data-dir", "kmigrate-data", "directory of the offset map (kept across restarts)")
+	fs.StringVar(&f.dataDir, "data-dir", "kmigrate-data", "directory of this node's control-plane state: raft log and snapshots (offset maps, routes, membership), node id")
 }
 
 func (f *mirrorFlags) build(log *slog.Logger) (*replicate.Config, proxy.Upstream, error) {
@@ -196,9 +196,16 @@ func (f *mirrorFlags) build(log *slog.Logger) (*replicate.Config, proxy.Upstream
 // (runMirror replaces it after a failure).
 type currentMirror struct {
 	m atomic.Pointer[replicate.Mirror]
+	// maps, when set, answers for partitions another node writes: their
+	// mirror progress is in the replicated map.
+	maps *raftmaps.Maps
 }
 
 func (c *currentMirror) WaitMirrored(ctx context.Context, topic string, partition int32, offset int64) error {
+	tp := replicate.Partition{Topic: topic, Partition: partition}
+	if c.maps != nil && !c.maps.IsWriter(tp) {
+		return c.maps.WaitMapped(ctx, tp, offset)
+	}
 	for {
 		if m := c.m.Load(); m != nil {
 			return m.WaitMirrored(ctx, replicate.Partition{Topic: topic, Partition: partition}, offset)
@@ -244,7 +251,7 @@ func runProxy(args []string) error {
 		mirror        mirrorFlags
 		listen        = fs.String("listen", "127.0.0.1:9092", "client-facing address")
 		advertise     = fs.String("advertise", "", "host:port clients are told to use (default: the listen address)")
-		adminListen   = fs.String("admin-listen", "127.0.0.1:9644", "admin HTTP address (/metrics, /healthz); empty disables it")
+		adminListen   = fs.String("admin-listen", "127.0.0.1:9644", "admin HTTP address (/metrics, /healthz, /v1/...; raft joins and reports between nodes); empty disables it")
 		nodeID        = fs.Int("node-id", 0, "broker id the proxy presents to clients")
 		clientTLSCert = fs.String("client-tls-cert", "", "PEM certificate: serve clients over TLS")
 		clientTLSKey  = fs.String("client-tls-key", "", "PEM key for --client-tls-cert")
@@ -255,6 +262,8 @@ func runProxy(args []string) error {
 	)
 	source.register(fs, "source-", "source")
 	mirror.register(fs)
+	var cpFlags controlPlaneFlags
+	cpFlags.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -296,6 +305,10 @@ func runProxy(args []string) error {
 	if err != nil {
 		return err
 	}
+	selection, err := mirror.selection()
+	if err != nil {
+		return err
+	}
 	current := &currentMirror{}
 	switch *produceMode {
 	case "async":
@@ -311,22 +324,38 @@ func runProxy(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// The admin listener exists before the control plane: its address is
+	// recorded in the membership, and other nodes reach this one there.
+	var adminLn net.Listener
+	if *adminListen != "" {
+		if adminLn, err = net.Listen("tcp", *adminListen); err != nil {
+			return fmt.Errorf("--admin-listen %s: %w", *adminListen, err)
+		}
+		defer adminLn.Close()
+	}
+	// The control plane (raft in --data-dir: a single self-bootstrapped node
+	// unless --join) holds the offset maps, the routes and which node writes
+	// each partition's mirror.
+	cp, err := openControlPlane(cpFlags, mirror.dataDir, advertisedAdmin(cpFlags.adminAdvertise, adminLn), mirrorCfg != nil, log)
+	if err != nil {
+		return err
+	}
+	defer cp.store.Close()
+	cpHandler := &adminHandler{}
+	cpHandler.set(cp.store.Handler())
+	go cp.runAssigner(ctx, kgoOpts(up), selection, log)
+
 	// With a target, the offset map and the group routes exist before the
 	// proxy starts: it serves groups on the target from them.
 	var (
-		maps    *replicate.FileMaps
 		routes  groupRoutes
 		cutover *offsetsync.Cutover
 	)
 	if mirrorCfg != nil {
-		if maps, err = replicate.OpenFileMaps(mirror.dataDir); err != nil {
-			return err
-		}
-		defer maps.Close()
-		mirrorCfg.Source, mirrorCfg.Maps = kgoOpts(up), maps
-		// Single-node control plane in memory until the raft store is wired in.
-		routes = groupRoutes{store: raftstore.NewMemory()}
-		cfg.Target, cfg.Routing, cfg.Maps, cfg.Covered = &targetUp, routes, mapReader{maps}, current.Covered
+		mirrorCfg.Source, mirrorCfg.Maps, mirrorCfg.Owns = kgoOpts(up), cp.maps, cp.maps.Owns
+		current.maps = cp.maps
+		routes = groupRoutes{store: cp.store.Forwarding()}
+		cfg.Target, cfg.Routing, cfg.Maps, cfg.Covered = &targetUp, routes, mapReader{cp.maps}, current.Covered
 	}
 
 	p, err := proxy.Start(ctx, cfg)
@@ -342,7 +371,7 @@ func runProxy(args []string) error {
 			defer mirrorDone.Done()
 			runMirror(ctx, *mirrorCfg, current, reg, log)
 		}()
-		// Stop and wait for the mirror before maps.Close: it flushes its map on exit.
+		// Stop and wait for the mirror before the store closes: it flushes its map on exit.
 		defer func() { stop(); mirrorDone.Wait() }()
 		log.Info("mirroring to the target", "target", mirror.target.bootstrap, "topics", mirror.topics, "exclude", mirror.excludeTopics, "data_dir", mirror.dataDir)
 
@@ -358,12 +387,13 @@ func runProxy(args []string) error {
 		defer dstClient.Close()
 		cutover = &offsetsync.Cutover{
 			Source: srcClient, Target: dstClient, Phases: routes, Gate: p,
-			Maps: mapReader{maps}.OffsetMap, Covered: current.Covered, Log: log,
+			Maps: mapReader{cp.maps}.OffsetMap, Covered: current.Covered, Log: log,
 		}
 	}
 
-	if *adminListen != "" {
+	if adminLn != nil {
 		mux := http.NewServeMux()
+		cpHandler.mount(mux)
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		// Profiles for operators chasing latency or CPU; the admin listener
@@ -375,17 +405,13 @@ func runProxy(args []string) error {
 			(&groupAPI{cutover: cutover, routes: routes, log: log}).register(mux)
 		}
 		srv := &http.Server{Addr: *adminListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		ln, err := net.Listen("tcp", *adminListen)
-		if err != nil {
-			return fmt.Errorf("--admin-listen %s: %w", *adminListen, err)
-		}
 		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("admin server stopped", "err", err)
 			}
 		}()
 		defer srv.Close()
-		log.Info("admin listening", "addr", ln.Addr().String())
+		log.Info("admin listening", "addr", adminLn.Addr().String())
 	}
 	<-ctx.Done()
 	log.Info("shutting down")
