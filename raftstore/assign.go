@@ -32,7 +32,8 @@ type AssignerConfig struct {
 //   - liveness: a node whose reports stop for DeadAfter, as seen by this
 //     leader's own clock, is declared dead (SetNodeDead), so that changes
 //     stop waiting for it and its partitions can move. A new leader first
-//     gives every node DeadAfter from its election.
+//     gives every node DeadAfter/2 from its election (reports reach it
+//     within about a report interval).
 //   - writers: every partition listed by Partitions whose writer is none, a
 //     dead node, or a node that is not a live writer, is assigned to the
 //     live writer node with the fewest partitions (AssignWriter: the epoch
@@ -40,8 +41,8 @@ type AssignerConfig struct {
 //     moved, so a partition changes hands only when its owner died.
 //
 // With a Tick of 250ms and DeadAfter of 4s, a writer killed with SIGKILL has
-// its partitions reassigned within about 4.5s; add an election (1-3s) if it
-// was also the leader.
+// its partitions reassigned within about 4.5s; if it was also the leader,
+// an election (1-3s) plus DeadAfter/2.
 func (s *Store) RunAssigner(ctx context.Context, cfg AssignerConfig) {
 	if cfg.Recheck <= 0 {
 		cfg.Recheck = 5 * time.Second
@@ -95,8 +96,15 @@ type seenReport struct {
 func (a *assigner) tick(ctx context.Context) {
 	now := time.Now()
 	if a.seen == nil {
+		// A new term. The nodes' reports now come to this leader, within
+		// a report interval or so; give them half of DeadAfter, so that a
+		// leader that died with its node is replaced sooner.
 		a.seen = map[string]seenReport{}
 		a.partsKnown = false
+		grace := now.Add(-a.cfg.DeadAfter / 2)
+		for _, n := range a.s.State().Nodes() {
+			a.seen[n.ID] = seenReport{reportedAt: n.ReportedAt, at: grace}
+		}
 	}
 	st := a.s.State()
 	for _, n := range st.Nodes() {

@@ -10,6 +10,14 @@
 // answers false when this node has not heard from the leader for Lease:
 // a node cut off from the cluster stops writing before the leader gives its
 // partitions away (the leader waits longer, see raftstore.AssignerConfig).
+//
+// A partition that had another writer before (epoch above 1) is taken only
+// Handoff after this node first sees it assigned: had the leader declared a
+// live writer dead by mistake, that writer sees the new epoch at its next
+// check (its replica applies the claim within milliseconds) and stops, and
+// its records in flight land before the new writer reads the target's end.
+// The target itself cannot fence a writer without transactions, which the
+// mirror avoids (see replicate), so this delay is the margin.
 package raftmaps
 
 import (
@@ -39,13 +47,26 @@ var _ Store = (*raftstore.Store)(nil)
 // leader. It must be shorter than the leader's DeadAfter.
 const DefaultLease = 2 * time.Second
 
+// DefaultHandoff is how long a node waits before taking a partition that
+// another node wrote before.
+const DefaultHandoff = time.Second
+
 // Maps is the mirror's map store and ownership oracle on a raft node.
 type Maps struct {
 	store Store
 	lease time.Duration
+	// Handoff is the wait before taking a partition another node wrote
+	// (DefaultHandoff; set before use).
+	Handoff time.Duration
 
-	mu   sync.Mutex
-	held map[replicate.Partition]uint64 // partition → writer epoch held
+	mu      sync.Mutex
+	held    map[replicate.Partition]uint64 // partition → writer epoch held
+	waiting map[replicate.Partition]handoff
+}
+
+type handoff struct {
+	epoch uint64
+	since time.Time
 }
 
 var _ replicate.MapStore = (*Maps)(nil)
@@ -55,7 +76,8 @@ func New(store Store, lease time.Duration) *Maps {
 	if lease <= 0 {
 		lease = DefaultLease
 	}
-	return &Maps{store: store, lease: lease, held: make(map[replicate.Partition]uint64)}
+	return &Maps{store: store, lease: lease, Handoff: DefaultHandoff,
+		held: make(map[replicate.Partition]uint64), waiting: make(map[replicate.Partition]handoff)}
 }
 
 func key(tp replicate.Partition) raftstore.TopicPartition {
@@ -70,18 +92,31 @@ func (m *Maps) Map(tp replicate.Partition) offsetsync.OffsetMap {
 // Owns reports whether this node's mirror may write tp: raft names this node
 // its writer, at the epoch the mirror took it with, and this node heard from
 // the leader within the lease. The first true answer for a partition takes it
-// at the current epoch; a false answer drops it, so that a partition that
-// comes back is taken afresh at its new epoch.
+// at the current epoch (after Handoff if another node wrote it before); a
+// false answer drops it, so that a partition that comes back is taken afresh
+// at its new epoch.
 func (m *Maps) Owns(tp replicate.Partition) bool {
 	w, _ := m.store.State().Writer(key(tp))
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if w.Node != m.store.ID() || !m.store.Staleness().Within(m.lease) {
 		delete(m.held, tp)
+		delete(m.waiting, tp)
 		return false
 	}
 	epoch, ok := m.held[tp]
 	if !ok {
+		if w.Epoch > 1 && m.Handoff > 0 {
+			h, ok := m.waiting[tp]
+			if !ok || h.epoch != w.Epoch {
+				m.waiting[tp] = handoff{epoch: w.Epoch, since: time.Now()}
+				return false
+			}
+			if time.Since(h.since) < m.Handoff {
+				return false
+			}
+		}
+		delete(m.waiting, tp)
 		m.held[tp] = w.Epoch
 		return true
 	}

@@ -41,6 +41,7 @@ func TestMapsFollowWriterEpochs(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := New(s, time.Second)
+	m.Handoff = 300 * time.Millisecond
 	tp := replicate.Partition{Topic: "t", Partition: 0}
 	key := raftstore.TopicPartition{Topic: "t", Partition: 0}
 	seg := func(src, n int64) []offsetsync.Segment {
@@ -87,6 +88,10 @@ func TestMapsFollowWriterEpochs(t *testing.T) {
 	if m.Owns(tp) {
 		t.Fatal("Owns true right after the epoch moved: the mirror would keep its old copy")
 	}
+	if m.Owns(tp) {
+		t.Fatal("took a partition another node wrote before the handoff delay")
+	}
+	time.Sleep(m.Handoff)
 	if !m.Owns(tp) {
 		t.Fatal("cannot take the partition again")
 	}
