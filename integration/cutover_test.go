@@ -41,7 +41,7 @@ func TestGroupCutoverFranzGo(t *testing.T) {
 	src, dst := cluster(t), target.Get(t)
 	topic, group := "cutover-live", "cutover-franz"
 	createTopicOn(t, src.Bootstrap(), topic, 3)
-	proxy := proxytest.Start(t, "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(),
+	proxy := proxytest.Start(t, "--log-level", "debug", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(),
 		"--topics", topic, "--data-dir", t.TempDir())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -108,6 +108,9 @@ func TestGroupCutoverFranzGo(t *testing.T) {
 				got = append(got, consumed{r.Partition, r.Offset, seq, now})
 				if c, ok := committed[r.Partition]; ok && r.Offset < c {
 					afterCommit++
+					if afterCommit <= 10 {
+						t.Logf("delivered again after a commit: partition %d offset %d (committed %d) at %s", r.Partition, r.Offset, c, now.Format("15:04:05.000"))
+					}
 				}
 				next[r.Partition] = r.Offset + 1
 			})
@@ -120,7 +123,7 @@ func TestGroupCutoverFranzGo(t *testing.T) {
 					}
 					mu.Unlock()
 				} else {
-					t.Logf("commit failed (its records may come again): %v", err)
+					t.Logf("commit failed at %s (its records may come again): %v", time.Now().Format("15:04:05.000"), err)
 				}
 			}
 			consCl.AllowRebalance()
@@ -148,6 +151,7 @@ func TestGroupCutoverFranzGo(t *testing.T) {
 				t.Fatalf("%s #%d: %v\n%s", verb, i+1, err, out)
 			}
 			flips = append(flips, flip{verb, start, time.Since(start), out})
+			t.Logf("%s started %s", verb, start.Format("15:04:05.000"))
 			waitFor(t, ctx, "consumption after "+verb, func() bool { return count() > before+500 })
 		}
 	}

@@ -120,6 +120,18 @@ func (c *Cutover) Run(ctx context.Context, group string, toTarget bool) (Report,
 	}
 	rep.Members = len(members)
 
+	// The destination's coordinator must be ready before members stop: on
+	// a fresh cluster the first lookup creates __consumer_offsets, which
+	// would otherwise add seconds to the pause.
+	for {
+		resp := toAdm.FindGroupCoordinators(ctx, group)
+		if err := resp.Error(); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			return rep, fmt.Errorf("coordinator of %s on the %s: %w", group, rep.To, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if cur == startPhase {
 		if err := c.Phases.SetGroupPhase(ctx, group, startPhase, drainPhase); err != nil {
 			return rep, fmt.Errorf("drain group %s: %w", group, err)
@@ -191,20 +203,22 @@ func (c *Cutover) Run(ctx context.Context, group string, toTarget bool) (Report,
 			if o.At < 0 {
 				continue
 			}
-			m := c.Maps(topic, partition)
 			var at int64
 			if toTarget {
 				if err := c.Covered(ctx, topic, partition, o.At); err != nil {
 					return fail(fmt.Errorf("group %s: %s/%d at %d not mirrored: %w", group, topic, partition, o.At, err))
 				}
-				at, err = m.PositionToTarget(o.At, true)
+				// The map is read after Covered: before, it may lack the
+				// records Covered waited for.
+				at, err = c.Maps(topic, partition).PositionToTarget(o.At, true)
 			} else {
-				at, err = m.PositionToVirtual(o.At)
+				at, err = c.Maps(topic, partition).PositionToVirtual(o.At)
 			}
 			if err != nil {
 				return fail(fmt.Errorf("group %s: translate %s/%d at %d: %w", group, topic, partition, o.At, err))
 			}
 			moved.Add(kadm.Offset{Topic: topic, Partition: partition, At: at, LeaderEpoch: -1, Metadata: o.Metadata})
+			log.Debug("offset moved", "topic", topic, "partition", partition, "from", o.At, "to", at)
 		}
 	}
 	rep.Partitions = len(moved.Sorted())

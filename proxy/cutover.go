@@ -127,6 +127,7 @@ func (c *clientConn) holdGroupRequest(r *protocol.Request, group, member, phase 
 	if req.APIKey == 11 {
 		c.p.gate.hold(group, member, 1)
 	}
+	c.log.Debug("holding group request", "api", kmsg.NameForKey(r.APIKey), "group", group, "member", member, "phase", phase)
 	return func(ctx context.Context) ([]byte, error) {
 		defer func() {
 			if req.APIKey == 11 {
