@@ -245,6 +245,16 @@ func runMirror(ctx context.Context, cfg replicate.Config, current *currentMirror
 }
 
 func runProxy(args []string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serveProxy(ctx, args, nil)
+}
+
+// serveProxy runs one kmigrate node (proxy, mirror, control plane, admin
+// API) from command-line arguments until ctx ends. ready, if set, is called
+// once clients and the admin API can connect (the demo drives a node this
+// way).
+func serveProxy(parent context.Context, args []string, ready func()) error {
 	fs := flag.NewFlagSet("kmigrate proxy", flag.ContinueOnError)
 	var (
 		source        upstreamFlags
@@ -321,7 +331,7 @@ func runProxy(args []string) error {
 		return fmt.Errorf("--produce-mode must be async or sync, got %q", *produceMode)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(parent)
 	defer stop()
 
 	// The admin listener exists before the control plane: its address is
@@ -412,6 +422,9 @@ func runProxy(args []string) error {
 		}()
 		defer srv.Close()
 		log.Info("admin listening", "addr", adminLn.Addr().String())
+	}
+	if ready != nil {
+		ready()
 	}
 	<-ctx.Done()
 	log.Info("shutting down")
