@@ -4,7 +4,7 @@ GO        ?= go
 PKGS      := ./...
 FUZZTIME  ?= 30s
 
-.PHONY: build test unit deps vet fuzz bench run clean
+.PHONY: build test unit deps vet fuzz bench bench-controlplane run clean
 
 build:
 	$(GO) build -o bin/kmigrate ./cmd/kmigrate
@@ -35,6 +35,14 @@ fuzz:
 
 bench: deps
 	$(GO) run ./bench/cmd/kmigrate-bench -out docs/benchmarks.md
+	$(MAKE) bench-controlplane
+
+# Raft apply throughput and commit latency, memory and snapshot size per
+# 1,000,000 map segments (docs/benchmarks.md, "Control plane").
+bench-controlplane:
+	$(GO) test -run '^$$' -bench 'ApplyThroughput' -benchtime 20000x ./raftstore
+	$(GO) test -run '^$$' -bench 'ApplyLatency' -benchtime 300x ./raftstore
+	$(GO) test -run '^$$' -bench 'SegmentMemory' -benchtime 1x ./raftstore
 
 run:
 	scripts/run-local.sh
