@@ -50,6 +50,23 @@
 // leader, e.g. from an admin endpoint. Nodes report their applied index
 // through the same Handler.
 //
+// Apply runs on the leader; Propose (and Forwarding, an Applier) works on
+// any node: a follower posts the encoded command to the leader's
+// /v1/raftstore/apply and gets the leader's Result back, with the same
+// refusal errors. Handler also serves, from the local state, the admin API:
+// GET /v1/nodes, /v1/changes, /v1/changes/{index} (ChangeProgress: which live
+// nodes have applied an index) and /v1/writers.
+//
+// # Liveness and writers
+//
+// RunAssigner runs on every node and acts on the leader: it declares dead a
+// node whose applied-index reports stopped for DeadAfter (on the leader's own
+// clock), and gives each partition listed by AssignerConfig.Partitions whose
+// writer is none or dead to the live writer node (Member.Writer) with the
+// fewest partitions. replicate/raftmaps turns this into the mirror's
+// ownership hook and map store. ReadDir reads a stopped node's data
+// directory offline.
+//
 // Reads are local on every node (State, a Reader); Staleness tells how far
 // behind the node may be (Staleness.Within bounds it), WaitApplied waits for an index, and VerifiedRead
 // checks leadership first for decisions that need the latest state. Apply
