@@ -87,6 +87,16 @@ var versionCaps = map[int16]int16{
 	24: 3,
 }
 
+// targetVersionCaps apply when groups can move: topic ids differ between
+// the clusters, so group requests that name topics by id would name
+// unknown topics on the other cluster. Versions naming topics by name are
+// served instead (every client falls back to them).
+var targetVersionCaps = map[int16]int16{
+	8:  9, // OffsetCommit v10 uses topic ids
+	9:  9, // OffsetFetch v10 uses topic ids
+	28: 5, // TxnOffsetCommit v6 uses topic ids
+}
+
 func handlerFor(key int16) handler { return routes[key] }
 
 // apiVersionTable is what the proxy answers in ApiVersions: for each routed
@@ -119,6 +129,9 @@ func (p *Proxy) apiVersions() map[int16][2]int16 {
 			}
 			hi := min16(umax, kmsg.RequestForKey(key).MaxVersion())
 			if c, ok := versionCaps[key]; ok {
+				hi = min16(hi, c)
+			}
+			if c, ok := targetVersionCaps[key]; ok && p.target != nil {
 				hi = min16(hi, c)
 			}
 			if umin <= hi {

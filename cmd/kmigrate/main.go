@@ -11,6 +11,7 @@ import (
 const usage = `kmigrate: move live Kafka applications between clusters.
 
 Usage:
+  kmigrate demo             a whole migration on embedded clusters, with a verdict
   kmigrate proxy [flags]    serve clients in front of the source cluster
   kmigrate cutover group G  move consumer group G to the target cluster
   kmigrate rollback group G move consumer group G back to the source
@@ -36,6 +37,8 @@ func main() {
 	switch os.Args[1] {
 	case "proxy":
 		err = runProxy(os.Args[2:])
+	case "demo":
+		err = runDemo(os.Args[2:])
 	case "cutover", "rollback":
 		err = runGroupCommand(os.Args[1], os.Args[2:])
 	case "version", "--version":
