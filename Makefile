@@ -1,5 +1,6 @@
-# kmigrate — see README.md. `make test` is the one test command (CI runs it
-# through .ci/run); `make run` starts a real Kafka with the proxy in front.
+# kmigrate — see README.md. `make demo` is the main job; `make test` is the
+# one test command (CI runs it through .ci/run); `make run` starts a real
+# Kafka with the proxy in front.
 GO        ?= go
 PKGS      := ./...
 FUZZTIME  ?= 30s
@@ -8,6 +9,10 @@ FUZZTIME  ?= 30s
 
 build:
 	$(GO) build -o bin/kmigrate ./cmd/kmigrate
+
+# The main job: a whole migration on embedded clusters, with a verdict.
+demo: build
+	bin/kmigrate demo
 
 # Everything: installs the non-Go prerequisites (Kafka jars via mvn, kcat via
 # apt-get, confluent-kafka via pip), vets, then runs unit, fuzz-seed and
