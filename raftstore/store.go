@@ -87,6 +87,9 @@ type Config struct {
 	Join string
 	// Logger receives the store's logs and raft's; nil discards them.
 	Logger *slog.Logger
+	// Transport, if set, carries the joins, reports and forwarded applies
+	// to other nodes' admin servers (e.g. adding their bearer token).
+	Transport http.RoundTripper
 	// RaftLogLevel is the lowest level of raft's own messages that reach
 	// Logger; nil means slog.LevelWarn.
 	RaftLogLevel slog.Leveler
@@ -163,6 +166,9 @@ func Open(cfg Config) (*Store, error) {
 		fsm:  newFSM(log),
 		stop: make(chan struct{}),
 		http: &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second},
+	}
+	if cfg.Transport != nil {
+		s.http.Transport = cfg.Transport
 	}
 	s.stopCtx, s.cancel = context.WithCancel(context.Background())
 	if err := s.start(); err != nil {

@@ -735,6 +735,7 @@ type PartitionStatus struct {
 	NextSource int64  `json:"next_source_offset"`
 	LastStable int64  `json:"source_last_stable_offset"`
 	Lag        int64  `json:"lag_records"`
+	LagMs      int64  `json:"lag_ms"` // time since last fully mirrored; 0 while caught up
 	Copied     int64  `json:"copied"`
 	Segments   int    `json:"map_segments"`
 }
@@ -743,9 +744,14 @@ type PartitionStatus struct {
 func (m *Mirror) Status() []PartitionStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now := time.Now()
 	out := make([]PartitionStatus, 0, len(m.parts))
 	for tp, st := range m.parts {
-		out = append(out, PartitionStatus{tp.Topic, tp.Partition, st.nextSource, st.lastStable, st.lag(), st.copied, st.segments})
+		lag, lagMs := st.lag(), int64(0)
+		if lag > 0 && !st.caughtUpAt.IsZero() {
+			lagMs = now.Sub(st.caughtUpAt).Milliseconds()
+		}
+		out = append(out, PartitionStatus{tp.Topic, tp.Partition, st.nextSource, st.lastStable, lag, lagMs, st.copied, st.segments})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].Topic < out[j].Topic || out[i].Topic == out[j].Topic && out[i].Partition < out[j].Partition
