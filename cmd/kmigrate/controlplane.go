@@ -35,6 +35,7 @@ type controlPlaneFlags struct {
 	voter          bool
 	nodeID         string
 	adminAdvertise string
+	adminToken     string // sent to other nodes' admin servers
 }
 
 func (f *controlPlaneFlags) register(fs *flag.FlagSet) {
@@ -131,7 +132,7 @@ func openControlPlane(f controlPlaneFlags, dataDir, adminAddr string, writer boo
 	store, err := raftstore.Open(raftstore.Config{
 		NodeID: id.ID, DataDir: raftDir, RaftAddr: raftAddr, AdvertiseAddr: f.raftAdvertise,
 		AdminAddr: adminAddr, Voter: f.voter, Writer: writer, Join: f.join,
-		Logger: log, ReportRefresh: reportRefresh,
+		Logger: log, ReportRefresh: reportRefresh, Transport: newBearerTransport(f.adminToken),
 	})
 	if err != nil {
 		return nil, err

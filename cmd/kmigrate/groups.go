@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -66,6 +67,7 @@ type groupAPI struct {
 	cutover *offsetsync.Cutover
 	routes  groupRoutes
 	log     *slog.Logger
+	flips   *flipLog // recent moves, for GET /v1/status
 }
 
 func (a *groupAPI) register(mux *http.ServeMux) {
@@ -87,7 +89,10 @@ func (a *groupAPI) move(w http.ResponseWriter, r *http.Request, toTarget bool) {
 	run := func(ctx context.Context) (offsetsync.Report, error) {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
-		return a.cutover.Run(ctx, group, toTarget)
+		start := time.Now()
+		rep, err := a.cutover.Run(ctx, group, toTarget)
+		a.flips.add(map[bool]string{true: "cutover", false: "rollback"}[toTarget], start, rep, err)
+		return rep, err
 	}
 	if r.URL.Query().Get("wait") == "false" {
 		go func() {
@@ -122,6 +127,7 @@ func runGroupCommand(verb string, args []string) error {
 	admin := fs.String("admin", "127.0.0.1:9644", "admin address of a kmigrate proxy")
 	noWait := fs.Bool("no-wait", false, "return at once instead of waiting for the end")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	token := fs.String("admin-token", "", "bearer token of the admin API (default: $"+adminTokenEnv+")")
 	if len(args) < 2 || args[0] != "group" {
 		return fmt.Errorf("usage: kmigrate %s group GROUP [--admin HOST:PORT] [--no-wait] [--json]", verb)
 	}
@@ -129,12 +135,12 @@ func runGroupCommand(verb string, args []string) error {
 	if err := fs.Parse(args[2:]); err != nil {
 		return err
 	}
-	url := fmt.Sprintf("http://%s/v1/groups/%s/%s", *admin, group, verb)
+	path := fmt.Sprintf("/v1/groups/%s/%s", url.PathEscape(group), verb)
 	if *noWait {
-		url += "?wait=false"
+		path += "?wait=false"
 	}
 	start := time.Now()
-	resp, err := http.Post(url, "application/json", nil)
+	resp, err := newAdminClient(*admin, *token).do(http.MethodPost, path)
 	if err != nil {
 		return fmt.Errorf("%s group %s: %w", verb, group, err)
 	}

@@ -269,6 +269,7 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		maxInFlight   = fs.Int("max-in-flight", proxy.DefaultMaxInFlight, "outstanding requests per client connection before the proxy stops reading")
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
 		produceMode   = fs.String("produce-mode", "async", "async: acknowledge after the source; sync: after the source and the target (needs --target-bootstrap)")
+		adminTokenArg = fs.String("admin-token", "", "bearer token the admin API requires (default: $"+adminTokenEnv+"); required when --admin-listen is beyond loopback")
 	)
 	source.register(fs, "source-", "source")
 	mirror.register(fs)
@@ -342,7 +343,11 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 			return fmt.Errorf("--admin-listen %s: %w", *adminListen, err)
 		}
 		defer adminLn.Close()
+		if err := checkAdminExposure(adminLn, adminToken(*adminTokenArg)); err != nil {
+			return err
+		}
 	}
+	cpFlags.adminToken = adminToken(*adminTokenArg)
 	// The control plane (raft in --data-dir: a single self-bootstrapped node
 	// unless --join) holds the offset maps, the routes and which node writes
 	// each partition's mirror.
@@ -401,9 +406,11 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		}
 	}
 
+	flips := &flipLog{}
 	if adminLn != nil {
 		mux := http.NewServeMux()
 		cpHandler.mount(mux)
+		(&statusAPI{store: cp.store, mirror: mirrorOf(mirrorCfg, current), flips: flips, source: up.Bootstrap, target: targetUp.Bootstrap}).register(mux)
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		// Profiles for operators chasing latency or CPU; the admin listener
@@ -412,9 +419,9 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		if cutover != nil {
-			(&groupAPI{cutover: cutover, routes: routes, log: log}).register(mux)
+			(&groupAPI{cutover: cutover, routes: routes, log: log, flips: flips}).register(mux)
 		}
-		srv := &http.Server{Addr: *adminListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Addr: *adminListen, Handler: requireToken(cpFlags.adminToken, mux), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("admin server stopped", "err", err)
