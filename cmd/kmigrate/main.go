@@ -15,6 +15,7 @@ Usage:
   kmigrate proxy [flags]    serve clients in front of the source cluster
   kmigrate cutover group G  move consumer group G to the target cluster
   kmigrate rollback group G move consumer group G back to the source
+  kmigrate status           nodes, mirrored topics with lag, groups (--json for scripts)
   kmigrate version          print the version
 
 Run "kmigrate <command> -h" for the flags of a command.
@@ -41,6 +42,8 @@ func main() {
 		err = runDemo(os.Args[2:])
 	case "cutover", "rollback":
 		err = runGroupCommand(os.Args[1], os.Args[2:])
+	case "status":
+		err = runStatus(os.Args[2:], os.Stdout)
 	case "version", "--version":
 		fmt.Println("kmigrate", version)
 	case "-h", "--help", "help":
