@@ -3,6 +3,8 @@
 # Idempotent: each step is skipped when its result is already there.
 #
 #   kcat                    Debian package (apt-get), when not on PATH
+#   chromium                Debian package (apt-get), when not on PATH: the
+#                           admin status page is tested in headless Chromium
 #   Python confluent-kafka  in a venv at $KMIGRATE_CACHE/venv
 #   Kafka 4.1.1 jars        scripts/kafka-dist.sh (Maven Central via mvn)
 #
@@ -52,6 +54,20 @@ else
 	command -v kcat >/dev/null 2>&1 || die "kcat still not on PATH after apt-get install"
 fi
 
+# --- chromium (headless browser for the status page test) -------------------
+chromium_bin() { command -v chromium 2>/dev/null || command -v chromium-browser 2>/dev/null; }
+if chromium_bin >/dev/null; then
+	log "chromium present: $(chromium_bin)"
+else
+	command -v apt-get >/dev/null 2>&1 || die "chromium is missing and apt-get is not available to install it"
+	log "installing chromium with apt-get ..."
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 ||
+		die "apt-get update failed"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >&2 ||
+		die "apt-get install chromium failed"
+	chromium_bin >/dev/null || die "chromium still not on PATH after apt-get install"
+fi
+
 # --- Python confluent-kafka ---------------------------------------------------
 if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
 	log "confluent-kafka present in $VENV"
@@ -74,6 +90,7 @@ fi
 LIBS="$("$HERE/kafka-dist.sh" | tail -n 1)" || die "scripts/kafka-dist.sh failed"
 
 echo "KCAT=$(command -v kcat)"
+echo "CHROMIUM=$(chromium_bin)"
 echo "PYTHON=$VENV/bin/python"
 echo "CONFLUENT_KAFKA=$("$VENV/bin/python" -c 'import confluent_kafka; print(confluent_kafka.__version__)')"
 echo "KAFKA_LIBS=$LIBS"
