@@ -226,7 +226,7 @@ func createDemoTopic(ctx context.Context, bootstrap, topic string, partitions in
 // moveGroup calls the node's admin API, as `kmigrate cutover group` does.
 func moveGroup(admin, group, verb string) (offsetsync.Report, error) {
 	var rep offsetsync.Report
-	resp, err := http.Post(fmt.Sprintf("http://%s/v1/groups/%s/%s", admin, group, verb), "application/json", nil)
+	resp, err := newAdminClient(admin, "").do(http.MethodPost, fmt.Sprintf("/v1/groups/%s/%s", group, verb))
 	if err != nil {
 		return rep, err
 	}
@@ -239,7 +239,7 @@ func moveGroup(admin, group, verb string) (offsetsync.Report, error) {
 }
 
 func phaseOf(admin, group string) string {
-	resp, err := http.Get(fmt.Sprintf("http://%s/v1/groups/%s", admin, group))
+	resp, err := newAdminClient(admin, "").do(http.MethodGet, "/v1/groups/"+group)
 	if err != nil {
 		return "?"
 	}
