@@ -301,6 +301,31 @@ func TestAdminAPI(t *testing.T) {
 		}
 	})
 
+	t.Run("OpenAPI paths are served", func(t *testing.T) {
+		ops := openAPIOperations(t)
+		if len(ops) < 15 {
+			t.Fatalf("docs/openapi.yaml: only %d operations found", len(ops))
+		}
+		fill := strings.NewReplacer("{group}", n.group, "{index}", "1", "{file}", "app.js")
+		for _, op := range ops {
+			path := fill.Replace(op[1])
+			switch op[0] {
+			case "get":
+				if code, body := n.call(t, http.MethodGet, path, testToken); code != http.StatusOK {
+					t.Errorf("openapi GET %s: %d %s", op[1], code, body)
+				}
+			case "post":
+				// Without side effects: the route exists when another
+				// method is refused with 405.
+				if code, body := n.call(t, http.MethodGet, path, testToken); code != http.StatusMethodNotAllowed {
+					t.Errorf("openapi POST %s: GET answered %d %s, want 405 (is the route registered?)", op[1], code, body)
+				}
+			default:
+				t.Errorf("openapi %s %s: method not checked", op[0], op[1])
+			}
+		}
+	})
+
 	t.Run("page in headless Chromium", func(t *testing.T) {
 		testStatusPage(t, n)
 	})
@@ -396,4 +421,29 @@ func colours(img image.Image) int {
 		}
 	}
 	return len(seen)
+}
+
+// openAPIOperations lists (method, path) of docs/openapi.yaml.
+func openAPIOperations(t *testing.T) [][2]string {
+	b, err := os.ReadFile("../../docs/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops [][2]string
+	inPaths, path := false, ""
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case line == "paths:":
+			inPaths = true
+		case inPaths && line != "" && !strings.HasPrefix(line, " "):
+			inPaths = false
+		case inPaths && strings.HasPrefix(line, "  /") && strings.HasSuffix(line, ":"):
+			path = strings.TrimSuffix(strings.TrimSpace(line), ":")
+		case inPaths && len(line) > 4 && strings.HasPrefix(line, "    ") && line[4] != ' ' && strings.HasSuffix(line, ":"):
+			if m := strings.TrimSuffix(strings.TrimSpace(line), ":"); m == "get" || m == "post" || m == "put" || m == "delete" {
+				ops = append(ops, [2]string{m, path})
+			}
+		}
+	}
+	return ops
 }
