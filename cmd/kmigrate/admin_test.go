@@ -447,3 +447,50 @@ func openAPIOperations(t *testing.T) [][2]string {
 	}
 	return ops
 }
+
+// TestAdminTokenBetweenNodes: with a token, a node joins and reports to
+// the leader through the protected admin API (raftstore sends the token).
+func TestAdminTokenBetweenNodes(t *testing.T) {
+	t.Setenv(adminTokenEnv, testToken) // both nodes take it from the environment
+	src, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	start := func(admin string, extra ...string) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done, ready := make(chan error, 1), make(chan struct{})
+		go func() {
+			done <- serveProxy(ctx, append([]string{"--source-bootstrap", src.ListenAddrs()[0], "--listen", freePort(),
+				"--admin-listen", admin, "--raft-addr", freePort(), "--data-dir", t.TempDir(), "--log-level", "error"}, extra...),
+				func() { close(ready) })
+		}()
+		select {
+		case <-ready:
+		case err := <-done:
+			cancel()
+			t.Fatalf("node %s: %v", admin, err)
+		case <-time.After(60 * time.Second):
+			cancel()
+			t.Fatalf("node %s did not start", admin)
+		}
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	a, b := freePort(), freePort()
+	start(a, "--raft-voter")
+	start(b, "--join", a)
+	n := &adminNode{admin: a}
+	waitUntil(t, 20*time.Second, "two live nodes, the joined one reporting", func() bool {
+		code, body := n.call(t, http.MethodGet, "/v1/status", testToken)
+		var st Status
+		if code != http.StatusOK || json.Unmarshal(body, &st) != nil || len(st.Nodes) != 2 {
+			return false
+		}
+		for _, nd := range st.Nodes {
+			if !nd.Live || nd.Applied == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
