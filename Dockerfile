@@ -12,4 +12,5 @@ COPY --from=build /out/kmigrate /usr/local/bin/kmigrate
 USER nonroot:nonroot
 EXPOSE 9092 9644
 ENTRYPOINT ["/usr/local/bin/kmigrate"]
+# The admin listener on 0.0.0.0 needs a token: run with -e KMIGRATE_ADMIN_TOKEN=...
 CMD ["proxy", "--listen", "0.0.0.0:9092", "--admin-listen", "0.0.0.0:9644"]
