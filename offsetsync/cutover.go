@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -76,6 +77,11 @@ type Report struct {
 // is under way.
 var ErrInProgress = errors.New("a cutover or rollback of this group is in progress")
 
+// ErrUnknownGroup is returned for a group the cluster it would leave does
+// not know: no members and no committed offsets. Moving it would only
+// record a route for a name, most likely a typo.
+var ErrUnknownGroup = errors.New("unknown group: no members and no committed offsets")
+
 // Run moves group to the target (toTarget) or back to the source. Asked
 // twice, the second call reports AlreadyDone. A run interrupted between
 // phases (a node died) is resumed by calling Run again in the same
@@ -108,6 +114,9 @@ func (c *Cutover) Run(ctx context.Context, group string, toTarget bool) (Report,
 		return rep, fmt.Errorf("describe group %s on the %s: %w", group, rep.From, err)
 	}
 	d := described[group]
+	if errors.Is(d.Err, kerr.GroupIDNotFound) {
+		return rep, fmt.Errorf("group %s on the %s: %w", group, rep.From, ErrUnknownGroup)
+	}
 	if d.Err != nil {
 		return rep, fmt.Errorf("describe group %s on the %s: %w", group, rep.From, d.Err)
 	}
@@ -131,6 +140,18 @@ func (c *Cutover) Run(ctx context.Context, group string, toTarget bool) (Report,
 			return rep, fmt.Errorf("coordinator of %s on the %s: %w", group, rep.To, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if cur == startPhase && len(members) == 0 {
+		committed, err := fromAdm.FetchOffsets(ctx, group)
+		if err == nil {
+			err = committed.Error()
+		}
+		if err != nil {
+			return rep, fmt.Errorf("fetch committed offsets of %s from the %s: %w", group, rep.From, err)
+		}
+		if len(committed.Offsets().Sorted()) == 0 {
+			return rep, fmt.Errorf("group %s on the %s: %w", group, rep.From, ErrUnknownGroup)
+		}
 	}
 	if cur == startPhase {
 		if err := c.Phases.SetGroupPhase(ctx, group, startPhase, drainPhase); err != nil {

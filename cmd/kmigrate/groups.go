@@ -106,8 +106,11 @@ func (a *groupAPI) move(w http.ResponseWriter, r *http.Request, toTarget bool) {
 	rep, err := run(r.Context())
 	if err != nil {
 		status := http.StatusInternalServerError
-		if errors.Is(err, offsetsync.ErrInProgress) {
+		switch {
+		case errors.Is(err, offsetsync.ErrInProgress):
 			status = http.StatusConflict
+		case errors.Is(err, offsetsync.ErrUnknownGroup):
+			status = http.StatusNotFound
 		}
 		writeJSON(w, status, map[string]any{"error": err.Error(), "report": rep})
 		return
