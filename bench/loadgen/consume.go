@@ -115,8 +115,12 @@ type e2eConsumer struct {
 }
 
 func startE2E(cfg ProduceConfig, sendNanos []atomic.Int64) (*e2eConsumer, error) {
+	bootstrap := cfg.Bootstrap
+	if len(cfg.EndToEndBootstrap) > 0 {
+		bootstrap = cfg.EndToEndBootstrap
+	}
 	opts := []kgo.Opt{
-		kgo.SeedBrokers(cfg.Bootstrap...),
+		kgo.SeedBrokers(bootstrap...),
 		kgo.ConsumeTopics(cfg.Topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 	}

@@ -44,7 +44,16 @@ type ProduceConfig struct {
 	// records produce-call to consumer-poll latency per record. The topic
 	// should be fresh (the consumer starts at its beginning).
 	EndToEnd bool
-	ClientID string
+	// EndToEndBootstrap, if set, is where the end-to-end consumer reads the
+	// topic (of the same name) instead of Bootstrap: a mirror's target
+	// cluster, so the latency is produce call to the poll that returned the
+	// record from the other cluster.
+	EndToEndBootstrap []string
+	// EndToEndTimeout bounds the wait, after the last acknowledgement, for
+	// the end-to-end consumer to see every record, and its wait for the
+	// warm-up records (default 30s).
+	EndToEndTimeout time.Duration
+	ClientID        string
 }
 
 // ProduceResult is what one produce run measured.
@@ -107,6 +116,13 @@ func producerOpts(cfg ProduceConfig) []kgo.Opt {
 		opts = append(opts, kgo.ClientID(cfg.ClientID))
 	}
 	return opts
+}
+
+func (cfg ProduceConfig) e2eTimeout() time.Duration {
+	if cfg.EndToEndTimeout > 0 {
+		return cfg.EndToEndTimeout
+	}
+	return 30 * time.Second
 }
 
 // Produce runs one produce run and waits until every record is acknowledged.
@@ -234,7 +250,7 @@ func newProducer(ctx context.Context, cfg ProduceConfig) (*producer, error) {
 		return nil, fmt.Errorf("warm up producer for %s: %w", cfg.Topic, err)
 	}
 	if p.e2e != nil {
-		if err := p.e2e.waitReady(ctx, warm, 30*time.Second); err != nil {
+		if err := p.e2e.waitReady(ctx, warm, cfg.e2eTimeout()); err != nil {
 			p.close()
 			return nil, err
 		}
@@ -331,7 +347,7 @@ func (p *producer) finish(ctx context.Context, start time.Time) (ProduceResult, 
 	}
 	if p.e2e != nil {
 		var err error
-		if res.EndToEnd, err = p.e2e.wait(ctx, res.Records, 30*time.Second); err != nil {
+		if res.EndToEnd, err = p.e2e.wait(ctx, res.Records, p.cfg.e2eTimeout()); err != nil {
 			return res, err
 		}
 	}

@@ -121,3 +121,52 @@ func TestProducePaired(t *testing.T) {
 		}
 	}
 }
+
+// TestEndToEndOtherCluster: with EndToEndBootstrap the end-to-end consumer
+// reads a second cluster, here fed by a minimal copier standing in for a
+// mirror, and matches every record (the mirror benchmark's lag).
+func TestEndToEndOtherCluster(t *testing.T) {
+	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	in, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.ConsumeTopics("m"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := kgo.NewClient(kgo.SeedBrokers(dst.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	copyCtx, stopCopy := context.WithCancel(ctx)
+	defer stopCopy()
+	go func() {
+		for copyCtx.Err() == nil {
+			in.PollFetches(copyCtx).EachRecord(func(r *kgo.Record) {
+				out.Produce(copyCtx, &kgo.Record{Topic: r.Topic, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: r.Headers}, nil)
+			})
+		}
+	}()
+
+	res, err := Produce(ctx, ProduceConfig{
+		Bootstrap: src.ListenAddrs(), Topic: "m", RecordSize: 64, Duration: 300 * time.Millisecond, Rate: 200,
+		EndToEnd: true, EndToEndBootstrap: dst.ListenAddrs(), EndToEndTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Records != 61 || len(res.EndToEnd) != 61 {
+		t.Fatalf("%d records, %d end-to-end latencies; want 61 each", res.Records, len(res.EndToEnd))
+	}
+}
