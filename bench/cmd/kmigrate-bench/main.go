@@ -58,6 +58,18 @@ type config struct {
 	brokerHeapMB    int
 	javaRecords     int64
 
+	mirrorRecords      int64
+	mirrorLagRates     string
+	mirrorLagDuration  time.Duration
+	mirrorRounds       int
+	mirrorTimeout      time.Duration
+	mirrorTarget       string
+	mirrorProduceVia   string
+	mirrorKmigrateArgs string
+	mm2Tasks           int
+	mm2Extra           string
+	mm2LogLevel        string
+
 	out      string
 	check    bool
 	keep     bool
@@ -93,6 +105,18 @@ func parseFlags() *config {
 	flag.Int64Var(&c.javaRecords, "java-records", 300000, "records per run of the java-produce suite (Kafka's ProducerPerformance; add it with -suites)")
 	flag.IntVar(&c.brokerHeapMB, "broker-heap-mb", 1024, "heap of the broker started by the harness")
 
+	flag.Int64Var(&c.mirrorRecords, "mirror-records", 300000, "mirror suite: records in the source topic before the replicator starts (throughput)")
+	flag.StringVar(&c.mirrorLagRates, "mirror-lag-rates", "0.5x,10000", "mirror suite: rates of the lag runs, comma-separated: records/s, or a share of the direct produce throughput (measured once at setup) such as 0.5x")
+	flag.DurationVar(&c.mirrorLagDuration, "mirror-lag-duration", 5*time.Second, "mirror suite: length of one lag run")
+	flag.IntVar(&c.mirrorRounds, "mirror-rounds", 3, "mirror suite: rounds (each runs kmigrate and MirrorMaker 2 once, alternating which goes first); 0: -rounds")
+	flag.DurationVar(&c.mirrorTimeout, "mirror-timeout", 3*time.Minute, "mirror suite: longest wait for a copy, or for the lag run's records to reach the target")
+	flag.StringVar(&c.mirrorTarget, "mirror-target", "", "mirror suite: mirror to this running Kafka (host:port) instead of starting a second broker")
+	flag.StringVar(&c.mirrorProduceVia, "mirror-produce-via", "source", "mirror suite: where the kmigrate side's lag-run producer writes: source (the broker, as for MirrorMaker 2) or proxy (the mirroring kmigrate proxy)")
+	flag.StringVar(&c.mirrorKmigrateArgs, "mirror-kmigrate-args", "", "mirror suite: extra arguments for the mirroring `kmigrate proxy`, space separated")
+	flag.IntVar(&c.mm2Tasks, "mm2-tasks", 0, "mirror suite: MirrorMaker 2 tasks.max; 0: -partitions")
+	flag.StringVar(&c.mm2Extra, "mm2-props", "", "mirror suite: extra MirrorMaker 2 properties, k=v,k=v (added last, so they override)")
+	flag.StringVar(&c.mm2LogLevel, "mm2-log-level", "", "mirror suite: MirrorMaker 2 root log level (default: the harness's WARN); INFO shows its effective client configs")
+
 	flag.StringVar(&c.out, "out", "", "write the results into this markdown file (e.g. docs/benchmarks.md); empty: stdout only")
 	flag.BoolVar(&c.check, "check", false, "exit 1 if a result misses the bar (throughput >= 90% of direct, p99 added latency <= 1 ms)")
 	flag.BoolVar(&c.keep, "keep-topics", false, "do not delete the benchmark's topics at the end (only matters with -bootstrap)")
@@ -100,6 +124,9 @@ func parseFlags() *config {
 	flag.Parse()
 	if flag.NArg() > 0 {
 		log.Fatalf("unexpected arguments: %q", flag.Args())
+	}
+	if c.mirrorProduceVia != "source" && c.mirrorProduceVia != "proxy" {
+		log.Fatalf("-mirror-produce-via: %q is not source or proxy", c.mirrorProduceVia)
 	}
 	c.cmdline = commandLine()
 	return c
@@ -120,6 +147,7 @@ type env struct {
 	admin  *kadm.Client // direct to the broker
 	topics []string     // created by this run
 	runID  string
+	bin    string // the kmigrate binary, when this run built or was given one
 	// tracked are the processes whose CPU per GB is reported.
 	tracked []tracked
 }
@@ -299,6 +327,7 @@ func run(ctx context.Context, cfg *config) (int, error) {
 					return 1, err
 				}
 			}
+			e.bin = bin
 			var extra []string
 			if cfg.proxyArgs != "" {
 				extra = strings.Fields(cfg.proxyArgs)
@@ -315,6 +344,16 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		}
 	}
 
+	if cfg.proxyBin != "" {
+		e.bin = cfg.proxyBin
+	}
+	defer func() {
+		for _, s := range suites {
+			if c, ok := s.(interface{ close() }); ok {
+				c.close()
+			}
+		}
+	}()
 	for _, s := range suites {
 		if err := s.setup(ctx, e); err != nil {
 			return 1, fmt.Errorf("%s setup: %w", s.name(), err)
@@ -334,6 +373,9 @@ func run(ctx context.Context, cfg *config) (int, error) {
 			if _, ok := s.(pairedSuite); ok {
 				continue // the unpaired suites have warmed up the same paths
 			}
+			if _, ok := s.(*mirrorSuite); ok {
+				continue // fresh replicators every run; setup warmed the brokers
+			}
 			for _, sd := range sidesOf(s) {
 				e.logf("warm-up %s %s", s.name(), sd.name)
 				if _, err := s.run(ctx, e, sd, -1); err != nil {
@@ -342,8 +384,17 @@ func run(ctx context.Context, cfg *config) (int, error) {
 			}
 		}
 	}
-	for round := 0; round < cfg.rounds; round++ {
+	rounds := cfg.rounds
+	for _, s := range suites {
+		if ls, ok := s.(limitedSuite); ok {
+			rounds = max(rounds, ls.maxRounds(e))
+		}
+	}
+	for round := 0; round < rounds; round++ {
 		for _, s := range suites {
+			if round >= roundsOf(s, e) {
+				continue
+			}
 			if ps, ok := s.(pairedSuite); ok {
 				if cfg.directOnly {
 					continue
@@ -356,7 +407,7 @@ func run(ctx context.Context, cfg *config) (int, error) {
 				for i, m := range []measurement{ma, mb} {
 					m = flagForeign(m)
 					res.add(s, sd[i], round, m)
-					e.logf("round %d/%d %-8s %-7s %s", round+1, cfg.rounds, s.name(), sd[i].name, m.brief())
+					e.logf("round %d/%d %-8s %-7s %s", round+1, roundsOf(s, e), s.name(), sd[i].name, m.brief())
 				}
 				continue
 			}
@@ -371,26 +422,48 @@ func run(ctx context.Context, cfg *config) (int, error) {
 				}
 				m = flagForeign(m)
 				res.add(s, sd, round, m)
-				e.logf("round %d/%d %-8s %-7s %s", round+1, cfg.rounds, s.name(), sd.name, m.brief())
+				e.logf("round %d/%d %-8s %-7s %s", round+1, roundsOf(s, e), s.name(), sd.name, m.brief())
 			}
 		}
 	}
 
-	rep := buildReport(e, suites, res)
-	rep.kafkaVersion = kafkaVersion
-	rep.brokerNote = brokerNote
-	rep.proxyNote = proxyNote
-	fmt.Println(rep.text())
-	fmt.Println()
-	md := rep.markdown()
-	fmt.Println(md)
-	if cfg.out != "" {
-		if err := writeDoc(cfg.out, md); err != nil {
-			return 1, err
+	// The proxy suites (direct vs proxy) and the mirror suite (MirrorMaker 2
+	// vs kmigrate) compare different sides: each group has its own report
+	// and its own block in the document.
+	var proxySuites, mirrorSuites []suite
+	for _, s := range suites {
+		if _, ok := s.(*mirrorSuite); ok {
+			mirrorSuites = append(mirrorSuites, s)
+		} else {
+			proxySuites = append(proxySuites, s)
 		}
-		e.logf("wrote %s", cfg.out)
 	}
-	if cfg.check && !rep.pass() {
+	pass := true
+	for _, g := range []struct {
+		suites     []suite
+		begin, end string
+	}{{proxySuites, beginMarker, endMarker}, {mirrorSuites, mirrorBeginMarker, mirrorEndMarker}} {
+		if len(g.suites) == 0 {
+			continue
+		}
+		rep := buildReport(e, g.suites, res)
+		rep.kafkaVersion = kafkaVersion
+		rep.brokerNote = brokerNote
+		rep.proxyNote = proxyNote
+		fmt.Println(rep.text())
+		fmt.Println()
+		md := rep.markdown()
+		fmt.Println(md)
+		fmt.Println()
+		if cfg.out != "" {
+			if err := writeDocBlock(cfg.out, md, g.begin, g.end); err != nil {
+				return 1, err
+			}
+			e.logf("wrote %s", cfg.out)
+		}
+		pass = pass && rep.pass()
+	}
+	if cfg.check && !pass {
 		return 1, fmt.Errorf("below the bar")
 	}
 	return 0, nil
@@ -406,7 +479,7 @@ func firstLine(s string) string {
 }
 
 func flagForeign(m measurement) measurement {
-	if f := m.usage.foreign; f > foreignNoteCores {
+	if f := m.usage.foreign; f > foreignNoteCores && !m.loadNoted {
 		m.note = strings.TrimPrefix(m.note+fmt.Sprintf("; other load %.2f cores", f), "; ")
 	}
 	return m

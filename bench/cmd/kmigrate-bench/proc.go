@@ -103,6 +103,19 @@ type proxyProc struct {
 // startProxy runs `bin proxy` in front of source and waits until it accepts
 // connections on its listener and answers a Metadata request there.
 func startProxy(ctx context.Context, bin, source, logPath string, extraArgs []string) (*proxyProc, error) {
+	p, err := spawnProxy(bin, source, logPath, extraArgs)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.waitReady(ctx, 30*time.Second); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("proxy %s %s: %w\n--- proxy log tail ---\n%s", bin, strings.Join(p.cmd.Args[1:], " "), err, tail(logPath, 20))
+	}
+	return p, nil
+}
+
+// spawnProxy starts `bin proxy` in front of source and returns at once.
+func spawnProxy(bin, source, logPath string, extraArgs []string) (*proxyProc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -130,10 +143,6 @@ func startProxy(ctx context.Context, bin, source, logPath string, extraArgs []st
 	}
 	p := &proxyProc{cmd: cmd, addr: addr, adminAddr: adminAddr, logPath: logPath, done: make(chan struct{})}
 	go func() { p.waitErr = cmd.Wait(); close(p.done) }()
-	if err := p.waitReady(ctx, 30*time.Second); err != nil {
-		p.stop()
-		return nil, fmt.Errorf("proxy %s %s: %w\n--- proxy log tail ---\n%s", bin, strings.Join(args, " "), err, tail(logPath, 20))
-	}
 	return p, nil
 }
 

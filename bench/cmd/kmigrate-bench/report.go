@@ -78,6 +78,7 @@ type check struct {
 
 type report struct {
 	cfg                                 *config
+	mirror                              *mirrorSuite // set: the mirror comparison's report
 	sideA, sideB                        string
 	rows                                []row
 	cpu                                 []cpuRow
@@ -93,6 +94,15 @@ type report struct {
 
 func buildReport(e *env, suites []suite, res *results) *report {
 	rep := &report{cfg: e.cfg, sideA: "direct", sideB: "proxy", elapsed: time.Since(e.cfg.started)}
+	if len(suites) > 0 {
+		sd := suites[0].sides(e)
+		rep.sideA, rep.sideB = sd[0].name, sd[1].name
+	}
+	for _, s := range suites {
+		if ms, ok := s.(*mirrorSuite); ok {
+			rep.mirror = ms
+		}
+	}
 	for _, s := range suites {
 		sd := s.sides(e)
 		a, b := res.by[s.name()][sd[0].name], res.by[s.name()][sd[1].name]
@@ -120,7 +130,7 @@ func buildReport(e *env, suites []suite, res *results) *report {
 				r.ratio = loadgen.Median(ratios)
 				r.delta = loadgen.Median(deltas)
 				spread := deltas
-				if m.higher {
+				if m.higher || s.name() == "mirror" {
 					spread = ratios
 				}
 				if len(spread) > 0 {
@@ -133,13 +143,16 @@ func buildReport(e *env, suites []suite, res *results) *report {
 			name string
 			ms   []measurement
 		}{{sd[0].name, a}, {sd[1].name, b}} {
-			for _, p := range e.tracked {
-				if p.onlySide != "" && p.onlySide != x.name {
-					continue
+			labels := map[string]bool{}
+			for _, m := range x.ms {
+				for l := range m.usage.proc {
+					labels[l] = true
 				}
+			}
+			for _, label := range slices.Sorted(maps.Keys(labels)) {
 				var perGB, cores, gb []float64
 				for _, m := range x.ms {
-					cpu, ok := m.usage.proc[p.label]
+					cpu, ok := m.usage.proc[label]
 					if !ok {
 						continue
 					}
@@ -152,7 +165,7 @@ func buildReport(e *env, suites []suite, res *results) *report {
 					}
 				}
 				if len(cores) > 0 {
-					rep.cpu = append(rep.cpu, cpuRow{suite: s.name(), side: x.name, process: p.label,
+					rep.cpu = append(rep.cpu, cpuRow{suite: s.name(), side: x.name, process: label,
 						perGB: loadgen.Median(perGB), cores: loadgen.Median(cores), gbPerRun: loadgen.Median(gb)})
 				}
 			}
@@ -173,7 +186,15 @@ func buildReport(e *env, suites []suite, res *results) *report {
 		}
 	}
 	rep.checks = rep.bar()
-	if len(rep.foreign) > 0 && loadgen.Median(rep.foreign) > foreignNoteCores {
+	if rep.mirror != nil {
+		rep.checks = rep.mirrorBar()
+	}
+	if len(rep.foreign) > 0 && loadgen.Median(rep.foreign) > foreignNoteCores && rep.mirror != nil {
+		rep.warning = fmt.Sprintf("The machine was busy with other work during this run (median %.2f of %d cores used by other processes). "+
+			"Throughput then depends on what else ran during each copy, and lag tails measure scheduling delays as much as the replicators; "+
+			"the alternation of the sides spreads the noise over both, but single rounds are not to be trusted (see the per-round range and the notes).",
+			loadgen.Median(rep.foreign), runtime.NumCPU())
+	} else if len(rep.foreign) > 0 && loadgen.Median(rep.foreign) > foreignNoteCores {
 		rep.warning = fmt.Sprintf("The machine was busy with other work during this run (median %.2f of %d cores used by other processes). "+
 			"Latency tails (p99, p99.9) then measure scheduling delays more than the proxy: the generator itself was starved "+
 			"(see the notes), and p99 verdicts are not reliable; p50 and the throughput ratios are, to a degree, thanks to the alternation.",
@@ -251,6 +272,10 @@ func fmtVal(v float64, unit string) string {
 		return fmt.Sprintf("%.1f MB/s", v)
 	case "ms":
 		return fmt.Sprintf("%.2f ms", v)
+	case "s":
+		return fmt.Sprintf("%.2f s", v)
+	case "cores":
+		return fmt.Sprintf("%.2f cores", v)
 	}
 	return fmt.Sprintf("%.3g %s", v, unit)
 }
@@ -263,12 +288,24 @@ func fmtDelta(v float64, unit string) string {
 		return fmt.Sprintf("%+.1f MB/s", v)
 	case "ms":
 		return fmt.Sprintf("%+.2f ms", v)
+	case "s":
+		return fmt.Sprintf("%+.2f s", v)
+	case "cores":
+		return fmt.Sprintf("%+.2f cores", v)
 	}
 	return fmt.Sprintf("%+.3g %s", v, unit)
 }
 
 func (r row) cells() []string {
 	c := []string{r.suite, r.metric, fmtVal(r.a, r.unit), "-", "-", "-", "-"}
+	if r.hasB && r.suite == "mirror" {
+		// Two replicators: the ratio is the comparison, for lag too.
+		c[3] = fmtVal(r.b, r.unit)
+		c[4] = fmt.Sprintf("%.2f×", r.ratio)
+		c[5] = fmtDelta(r.delta, r.unit)
+		c[6] = fmt.Sprintf("%.2f× .. %.2f×", r.lo, r.hi)
+		return c
+	}
 	if r.hasB {
 		c[3] = fmtVal(r.b, r.unit)
 		if r.unit != "ms" { // a ratio of latencies says little; their difference does
@@ -291,7 +328,11 @@ func (rep *report) header() []string {
 // text is the human table for the terminal.
 func (rep *report) text() string {
 	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "kmigrate bench: %d rounds, alternating %s/%s order, medians (ratio and difference: medians of per-round pairs)\n\n", rep.cfg.rounds, rep.sideA, rep.sideB)
+	rounds := rep.cfg.rounds
+	if rep.mirror != nil {
+		rounds = roundsOf(rep.mirror, &env{cfg: rep.cfg})
+	}
+	fmt.Fprintf(&buf, "kmigrate bench: %d rounds, alternating %s/%s order, medians (ratio and difference: medians of per-round pairs)\n\n", rounds, rep.sideA, rep.sideB)
 	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
 	line := func(cells []string) { fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t") }
 	line(rep.header())
@@ -326,6 +367,9 @@ func (rep *report) text() string {
 
 // markdown is the block written into docs/benchmarks.md.
 func (rep *report) markdown() string {
+	if rep.mirror != nil {
+		return rep.mirrorMarkdown()
+	}
 	var b strings.Builder
 	cfg := rep.cfg
 	fmt.Fprintf(&b, "### Run of %s\n\n", cfg.started.UTC().Format("2006-01-02 15:04 MST"))
@@ -433,7 +477,11 @@ const (
 
 // writeDoc puts md between the markers of path, creating the file from
 // docTemplate when it does not exist. Text outside the markers is kept.
-func writeDoc(path, md string) error {
+func writeDoc(path, md string) error { return writeDocBlock(path, md, beginMarker, endMarker) }
+
+// writeDocBlock puts md between the markers begin and end of path (appended
+// at the end when the file lacks them).
+func writeDocBlock(path, md, beginMarker, endMarker string) error {
 	old, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
 		old, err = []byte(docTemplate), nil

@@ -34,6 +34,9 @@ type measurement struct {
 	elapsed time.Duration // the measured window
 	usage   usage         // CPU of the tracked processes and the machine
 	note    string        // anything that makes this run suspect
+	// loadNoted: note already says how busy the machine was (per
+	// window), so flagForeign adds nothing.
+	loadNoted bool
 }
 
 // A suite is one comparison measured side by side: runRound calls run once
@@ -65,12 +68,25 @@ type pairedSuite interface {
 	runPair(ctx context.Context, e *env, a, b side, round int) (ma, mb measurement, err error)
 }
 
+// A limitedSuite runs fewer (or more) rounds than -rounds.
+type limitedSuite interface {
+	suite
+	maxRounds(e *env) int
+}
+
+func roundsOf(s suite, e *env) int {
+	if ls, ok := s.(limitedSuite); ok {
+		return ls.maxRounds(e)
+	}
+	return e.cfg.rounds
+}
+
 func allSuites() []suite {
-	return []suite{&produceSuite{}, &consumeSuite{}, &latencySuite{}, &pairedLatencySuite{}, &javaProduceSuite{}}
+	return []suite{&produceSuite{}, &consumeSuite{}, &latencySuite{}, &pairedLatencySuite{}, &javaProduceSuite{}, &mirrorSuite{}}
 }
 
 // defaultSuites is what `make bench` runs.
-const defaultSuites = "produce,consume,latency,latency-paired"
+const defaultSuites = "produce,consume,latency,latency-paired,mirror"
 
 func directVsProxy(e *env) [2]side { return [2]side{e.direct, e.proxy} }
 
