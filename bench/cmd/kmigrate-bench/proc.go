@@ -129,10 +129,14 @@ func spawnProxy(bin, source, logPath string, extraArgs []string) (*proxyProc, er
 		return nil, err
 	}
 	defer logf.Close() // the child holds its own descriptor
+	// Its own data directory: the default (./kmigrate-data) would be shared
+	// with any other kmigrate started from the same directory.
+	dataDir := filepath.Join(filepath.Dir(logPath), "kmigrate-data-"+filepath.Base(addr))
 	args := append([]string{"proxy",
 		"--source-bootstrap", source,
 		"--listen", addr,
 		"--admin-listen", adminAddr,
+		"--data-dir", dataDir,
 	}, extraArgs...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
