@@ -86,6 +86,17 @@ func TestGroupCutoverConfluentKafka(t *testing.T) {
 	testGroupCutoverLibrdkafka(t, "range,roundrobin", 1)
 }
 
+// TestGroupCutoverConfluentKafkaCooperative is the same with librdkafka's
+// cooperative-sticky assignor and two consumer processes. librdkafka keeps
+// committing while its JoinGroup is pending (the Java client refuses to), and
+// treats the MEMBER_ID_REQUIRED of its first JoinGroup on the new cluster
+// as a lost assignment, so it resumes from the last commit that reached the
+// group's new home: this is the case that finds commits the cutover loses
+// track of.
+func TestGroupCutoverConfluentKafkaCooperative(t *testing.T) {
+	testGroupCutoverLibrdkafka(t, "cooperative-sticky", 2)
+}
+
 // testGroupCutoverLibrdkafka runs the acceptance with members consumer
 // processes using the assignment strategy.
 func testGroupCutoverLibrdkafka(t *testing.T, strategy string, members int) {
