@@ -109,11 +109,29 @@ func (c *Cutover) Run(ctx context.Context, group string, toTarget bool) (Report,
 	}
 
 	fromAdm, toAdm := kadm.NewClient(from), kadm.NewClient(to)
-	described, err := fromAdm.DescribeGroups(ctx, group)
-	if err != nil {
-		return rep, fmt.Errorf("describe group %s on the %s: %w", group, rep.From, err)
+	// Start from a settled group: members still joining are missing from
+	// the member list (KIP-394 pending members), and a member whose
+	// JoinGroup already waits at the old coordinator never heartbeats, so it
+	// would never be told to move.
+	var d kadm.DescribedGroup
+	for settle := time.Now().Add(c.drainTimeout()); ; {
+		described, err := fromAdm.DescribeGroups(ctx, group)
+		if err != nil {
+			return rep, fmt.Errorf("describe group %s on the %s: %w", group, rep.From, err)
+		}
+		d = described[group]
+		if d.Err != nil || cur != startPhase || d.State == "Stable" || d.State == "Empty" || d.State == "Dead" {
+			break
+		}
+		if time.Now().After(settle) {
+			return rep, fmt.Errorf("group %s on the %s is still %s after %s: retry when its rebalance has finished", group, rep.From, d.State, c.drainTimeout())
+		}
+		select {
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	d := described[group]
 	if errors.Is(d.Err, kerr.GroupIDNotFound) {
 		return rep, fmt.Errorf("group %s on the %s: %w", group, rep.From, ErrUnknownGroup)
 	}

@@ -105,6 +105,13 @@ func (p *Proxy) InflightCommits(group string) int {
 // JoinGroups are held; once fenced, commits are held too. A held request is
 // sent when the phase settles, to the group's new home.
 func handleGroupRequest(c *clientConn, r *protocol.Request, group, member string) (finishFunc, error) {
+	// A commit is counted in flight before the phase is read: a cutover
+	// that fences and then sees no commit in flight has either seen this
+	// one or will see it held.
+	isCommit := r.APIKey == 8
+	if isCommit {
+		c.p.gate.commit(group, 1)
+	}
 	phase := c.p.groupPhase(group)
 	if draining(phase) {
 		switch {
@@ -113,11 +120,14 @@ func handleGroupRequest(c *clientConn, r *protocol.Request, group, member string
 			resp.Version = r.APIVersion
 			resp.ErrorCode = kerr.RebalanceInProgress.Code
 			return respond(resp), nil
-		case r.APIKey == 11, fenced(phase) && (r.APIKey == 8 || r.APIKey == 28):
+		case r.APIKey == 11, fenced(phase) && (isCommit || r.APIKey == 28):
+			if isCommit {
+				c.p.gate.commit(group, -1)
+			}
 			return c.holdGroupRequest(r, group, member, phase), nil
 		}
 	}
-	return c.sendGroupRequest(r, group, phase, false)
+	return c.sendGroupRequest(r, group, phase, false, isCommit)
 }
 
 // holdGroupRequest answers r once the group's phase leaves phase's draining
@@ -144,7 +154,22 @@ func (c *clientConn) holdGroupRequest(r *protocol.Request, group, member, phase 
 			}
 		}
 		next := c.p.groupPhase(group)
-		finish, err := c.sendGroupRequest(&req, group, next, c.p.homeOf(next) != c.p.homeOf(phase))
+		moved := c.p.homeOf(next) != c.p.homeOf(phase)
+		if moved && (req.APIKey == 8 || req.APIKey == 28) {
+			// A commit of the old generation means nothing to the new
+			// coordinator, which would answer UNKNOWN_MEMBER_ID and make
+			// some clients (librdkafka) drop the member id they just got.
+			// The group is rebalancing, so say that: the commit fails, its
+			// records come again (redelivery beyond the last commit), and
+			// the member keeps its new membership.
+			if body, ok := errorResponse(&req, kerr.RebalanceInProgress.Code); ok {
+				return body, nil
+			}
+		}
+		if req.APIKey == 8 {
+			c.p.gate.commit(group, 1)
+		}
+		finish, err := c.sendGroupRequest(&req, group, next, moved, req.APIKey == 8)
 		if err != nil {
 			return nil, err
 		}
@@ -155,7 +180,18 @@ func (c *clientConn) holdGroupRequest(r *protocol.Request, group, member, phase 
 // sendGroupRequest forwards a group request to the coordinator of the
 // group's home cluster. moved means the member comes from the other
 // cluster: a JoinGroup then joins as a new member (empty member id).
-func (c *clientConn) sendGroupRequest(r *protocol.Request, group, phase string, moved bool) (finishFunc, error) {
+// counted means the request is a commit already counted in flight; the
+// count ends when the upstream answers (or the request fails here), not
+// when this connection writes the answer: an answer queued behind a held
+// JoinGroup must not hold up the cutover that would release it.
+func (c *clientConn) sendGroupRequest(r *protocol.Request, group, phase string, moved, counted bool) (_ finishFunc, err error) {
+	if counted {
+		defer func() {
+			if err != nil {
+				c.p.gate.commit(group, -1)
+			}
+		}()
+	}
 	home := c.p.homeOf(phase)
 	broker, _ := home.coordinator(c.ctx, 0, group, false)
 	body := r.Body
@@ -178,22 +214,15 @@ func (c *clientConn) sendGroupRequest(r *protocol.Request, group, phase string, 
 		// the topic's producers move (a later issue).
 		return nil, fmt.Errorf("TxnOffsetCommit for group %q, which the target serves: transactional consumers cannot move before their topics' producers", group)
 	}
-	countCommit := r.APIKey == 8 && home == c.p.source
-	if countCommit {
-		c.p.gate.commit(group, 1)
-	}
 	cl, err := c.forwardTo(home, broker, r, body, true)
 	if err != nil {
-		if countCommit {
-			c.p.gate.commit(group, -1)
-		}
 		return nil, err
+	}
+	if counted {
+		go func() { <-cl.done; c.p.gate.commit(group, -1) }()
 	}
 	return func(ctx context.Context) ([]byte, error) {
 		resp, err := cl.wait(ctx)
-		if countCommit {
-			c.p.gate.commit(group, -1)
-		}
 		if err != nil || r.APIKey != 9 || home != c.p.target {
 			return resp, err
 		}

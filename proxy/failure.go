@@ -58,6 +58,11 @@ func retriableResponse(r *protocol.Request) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
+	return errorResponse(r, code)
+}
+
+// errorResponse builds the answer to r with code in every error slot.
+func errorResponse(r *protocol.Request, code int16) ([]byte, bool) {
 	req := kmsg.RequestForKey(r.APIKey)
 	req.SetVersion(r.APIVersion)
 	if err := req.ReadFrom(r.Body); err != nil {
