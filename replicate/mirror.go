@@ -509,13 +509,30 @@ func (m *Mirror) flushMaps(ctx context.Context) error {
 		}
 	}
 	m.mu.Unlock()
+	// Partitions are appended concurrently: each append to the raft store
+	// waits for a commit, and raft batches concurrent proposals into one
+	// fsync, where one after the other the poll loop would wait for one
+	// fsync per partition.
+	errs := make(map[Partition]error, len(batch))
+	var errsMu sync.Mutex
+	var wg sync.WaitGroup
 	for tp, segs := range batch {
-		err := m.cfg.Maps.Append(ctx, tp, segs)
-		n := len(m.cfg.Maps.Map(tp))
-		m.mu.Lock()
-		m.parts[tp].segments = n
-		m.parts[tp].flushing = -1
-		m.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := m.cfg.Maps.Append(ctx, tp, segs)
+			n := len(m.cfg.Maps.Map(tp))
+			m.mu.Lock()
+			m.parts[tp].segments = n
+			m.parts[tp].flushing = -1
+			m.mu.Unlock()
+			errsMu.Lock()
+			errs[tp] = err
+			errsMu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for tp, err := range errs {
 		if errors.Is(err, ErrNotOwner) {
 			m.release(ctx, tp, err.Error())
 			continue
