@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -128,23 +129,89 @@ func withTimeout(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// checkGoroutines fails the test if goroutines started during it are still
-// running a while after everything was closed. The count is global, so
-// goroutines of an earlier test still winding down count too: on a loaded
-// CI machine a closing raft takes seconds, hence the generous wait.
+// checkGoroutines fails the test if goroutines it started (directly or
+// through goroutines it started) are still running a while after everything
+// was closed. Goroutines descending from ones that existed before the test
+// are not its own: another test's raft still winding down starts and stops
+// replication goroutines, which a plain count would blame on this test.
 func checkGoroutines(t *testing.T) func() {
-	before := runtime.NumGoroutine()
+	before := goroutineIDs()
 	return func() {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
-		for runtime.NumGoroutine() > before {
+		for {
+			leaked := leakedSince(before)
+			if len(leaked) == 0 {
+				return
+			}
 			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				t.Fatalf("%d goroutines before, %d after close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+				t.Fatalf("%d goroutines started by the test still run after close:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+}
+
+var (
+	goroutineHeader = regexp.MustCompile(`^goroutine (\d+) \[`)
+	createdBy       = regexp.MustCompile(`created by .* in goroutine (\d+)`)
+)
+
+// goroutineStacks returns every goroutine's stack by id, and its creator.
+func goroutineStacks() (stacks map[string]string, creator map[string]string) {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	stacks, creator = map[string]string{}, map[string]string{}
+	for _, block := range strings.Split(string(buf), "\n\n") {
+		m := goroutineHeader.FindStringSubmatch(block)
+		if m == nil {
+			continue
+		}
+		stacks[m[1]] = block
+		if c := createdBy.FindStringSubmatch(block); c != nil {
+			creator[m[1]] = c[1]
+		}
+	}
+	return stacks, creator
+}
+
+func goroutineIDs() map[string]bool {
+	stacks, _ := goroutineStacks()
+	ids := make(map[string]bool, len(stacks))
+	for id := range stacks {
+		ids[id] = true
+	}
+	return ids
+}
+
+// leakedSince lists goroutines that did not exist in before and do not
+// descend from one that did.
+func leakedSince(before map[string]bool) []string {
+	stacks, creator := goroutineStacks()
+	var out []string
+	for id, stack := range stacks {
+		if before[id] || strings.Contains(stack, "checkGoroutines") {
+			continue
+		}
+		ancestor, inherited := id, false
+		for depth := 0; depth < 64; depth++ {
+			parent, ok := creator[ancestor]
+			if !ok {
+				break
+			}
+			if before[parent] {
+				// The test's own goroutine existed before too; only
+				// goroutines it created directly are its own.
+				inherited = !strings.Contains(stacks[parent], "testing.tRunner") && !strings.Contains(stacks[parent], "Test")
+				break
+			}
+			ancestor = parent
+		}
+		if !inherited {
+			out = append(out, stack)
+		}
+	}
+	return out
 }
 
 func TestSingleNodeBootstrapAndRestart(t *testing.T) {
