@@ -646,7 +646,17 @@ func (m *Mirror) discover(ctx context.Context) error {
 	for _, tp := range fresh {
 		end, ok := ends.Lookup(tp.Topic, tp.Partition)
 		if !ok || end.Err != nil {
-			continue // not yet visible on the target; next round
+			// Not yet visible on the target (a topic just created there
+			// has no leader for a moment): look again shortly rather than
+			// at the next recheck, which would hold its records for
+			// seconds.
+			time.AfterFunc(200*time.Millisecond, func() {
+				select {
+				case m.nudge <- struct{}{}:
+				default:
+				}
+			})
+			continue
 		}
 		start, _ := starts.Lookup(tp.Topic, tp.Partition)
 		st, from, err := m.resume(ctx, tp, start.Offset, end.Offset)
