@@ -288,9 +288,9 @@ func TestControlPlaneProcesses(t *testing.T) {
 	if failover > 5*time.Second {
 		t.Errorf("failover took %v, want < 5s", failover)
 	}
-	if got := topics(leader); len(got) != 50 {
-		t.Fatalf("new leader holds %d of the 50 committed routes", len(got))
-	}
+	// A new leader applies the entries it already holds asynchronously;
+	// a committed entry it never applies, within the bound, is lost.
+	waitFor(t, 10*time.Second, "the new leader to hold all 50 committed routes", func() bool { return len(topics(leader)) == 50 })
 	startNode(t, killed) // back from its data dir
 	waitFor(t, 10*time.Second, killed.id+" to catch up after restart", func() bool { return applied(killed) >= last })
 
