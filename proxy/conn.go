@@ -149,7 +149,6 @@ func (c *clientConn) readLoop() error {
 func (c *clientConn) writeLoop() error {
 	bw := bufio.NewWriterSize(c.conn, 64<<10)
 	var head []byte
-	var hdrBuf [8]byte // a response header is 4 or 5 bytes
 	for pr := range c.queue {
 		body, err := pr.finish(c.ctx)
 		if err != nil && isUpstreamError(err) && c.ctx.Err() == nil {
@@ -164,7 +163,7 @@ func (c *clientConn) writeLoop() error {
 		// Size and header go through the buffer; a large body then goes
 		// straight to the socket (bufio writes through when its buffer
 		// cannot hold it), so a fetch answer is never copied whole.
-		hdr := protocol.AppendResponseHeader(hdrBuf[:0], pr.req.CorrelationID, pr.req.APIKey, pr.req.APIVersion)
+		hdr := protocol.AppendResponseHeader(nil, pr.req.CorrelationID, pr.req.APIKey, pr.req.APIVersion)
 		head = binary.BigEndian.AppendUint32(head[:0], uint32(len(hdr)+len(body)))
 		head = append(head, hdr...)
 		c.conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
