@@ -38,7 +38,7 @@ func ParseRequest(frame []byte) (req Request, known bool, err error) {
 	req.APIKey = int16(binary.BigEndian.Uint16(frame[0:]))
 	req.APIVersion = int16(binary.BigEndian.Uint16(frame[2:]))
 	req.CorrelationID = int32(binary.BigEndian.Uint32(frame[4:]))
-	if _, known := firstFlexible[req.APIKey]; !known {
+	if kmsg.RequestForKey(req.APIKey) == nil {
 		req.Header = frame
 		return req, false, nil
 	}
