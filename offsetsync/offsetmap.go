@@ -266,3 +266,33 @@ func (m OffsetMap) toVirtual(o int64, side func(Segment) int64) (int64, bool) {
 	}
 	return m[i].Virtual + (o - start), true
 }
+
+// OpenSegment is the segment a producer flip appends: from virtual offset
+// virtual on, every record is the target's, target offset target onward,
+// with no end. Records produced to the target after the flip need no further
+// map writes: their virtual offsets follow from this one segment.
+func OpenSegment(virtual, target int64) Segment {
+	return Segment{Virtual: virtual, Source: NoOffset, Target: target, Length: math.MaxInt64 - max(virtual, target)}
+}
+
+// Open reports whether s is an OpenSegment (it runs to the end of int64).
+func (s Segment) Open() bool {
+	return s.Length == math.MaxInt64-max(s.Virtual, s.Source, s.Target)
+}
+
+// Flipped reports whether the map ends with a producer flip's open segment:
+// the target is the partition's primary and the source holds nothing newer.
+func (m OffsetMap) Flipped() bool {
+	last, ok := m.Last()
+	return ok && last.Open()
+}
+
+// MirroredEnd is the first virtual offset after the records the mirror
+// copied: End for a map the mirror still extends, the start of the open
+// segment for a flipped one.
+func (m OffsetMap) MirroredEnd() int64 {
+	if last, ok := m.Last(); ok && last.Open() {
+		return last.Virtual
+	}
+	return m.End()
+}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -24,28 +25,53 @@ var produceResponseTopics = topicAccess[kmsg.ProduceResponseTopic, kmsg.ProduceR
 }
 
 // handleProduce splits a produce by partition leader. Record batches are
-// copied as opaque bytes; when one broker leads every partition (the common
-// case) the request body is forwarded untouched. acks=0 has no response.
+// copied as opaque bytes; when one source broker leads every partition (the
+// common case) the request body is forwarded untouched. acks=0 has no
+// response. Partitions of topics whose producers flipped go to the target,
+// their producer ids mapped (producerIDs) and their offsets translated back.
 func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	req, err := decodeRequest[kmsg.ProduceRequest](r)
 	if err != nil {
 		return nil, err
 	}
-	split, order := splitByBroker(req.Topics, produceTopics, c.router())
-	expectResponse := req.Acks != 0
-	var calls []*call
-	if len(order) == 1 {
-		var cl *call
-		cl, err = c.forward(order[0], r, r.Body, expectResponse)
-		calls = []*call{cl}
-	} else {
-		calls, err = c.scatter(r, order, func(b int32) kmsg.Request {
-			sub := *req
-			sub.Topics = split[b]
-			return &sub
-		}, expectResponse)
+	var topics []string
+	if c.p.target != nil {
+		topics = make([]string, 0, len(req.Topics))
+		for _, t := range req.Topics {
+			topics = append(topics, t.Topic) // versions with ids are not served with a target
+		}
+		// Counted before the primary is read: a flip that then sees no
+		// produce in flight has seen this one, or this one sees the flip.
+		c.p.produces.add(topics, 1)
+		if c.p.anyDraining(topics) {
+			c.p.produces.add(topics, -1)
+			// Held by not reading further from this client: its later
+			// requests, produces included, keep their order behind it.
+			if err := c.waitProduceRelease(topics, req.TimeoutMillis); err != nil {
+				c.log.Warn("produce held past the bound of a topic flip; answering a retriable error", "err", err)
+				if req.Acks == 0 {
+					return nil, nil
+				}
+				body, _ := errorResponse(r, kerr.NotLeaderForPartition.Code)
+				return respondBody(body), nil
+			}
+			c.p.produces.add(topics, 1)
+		}
 	}
-	if !expectResponse {
+	calls, keys, refused, err := c.sendProduce(r, req)
+	if len(topics) > 0 {
+		if req.Acks == 0 || err != nil {
+			c.p.produces.add(topics, -1)
+		} else {
+			go func() {
+				for _, cl := range calls {
+					<-cl.done
+				}
+				c.p.produces.add(topics, -1)
+			}()
+		}
+	}
+	if req.Acks == 0 {
 		// acks=0 has no answer, not even an error: the records are lost
 		// as they would be on a broker connection that failed.
 		if err != nil {
@@ -57,10 +83,10 @@ func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		return nil, err
 	}
 	if c.p.cfg.SyncProduce {
-		return c.syncProduce(req, calls), nil
+		return c.syncProduce(req, calls, keys, refused), nil
 	}
 	return func(ctx context.Context) ([]byte, error) {
-		if len(calls) == 1 {
+		if len(calls) == 1 && keys[0].cluster == c.p.source && len(refused) == 0 {
 			body, err := calls[0].wait(ctx)
 			if err != nil || r.APIVersion < 10 {
 				return body, err // no leader hints before KIP-951
@@ -74,7 +100,7 @@ func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			}
 			return resp.AppendTo(nil), nil
 		}
-		merged, err := c.mergedProduce(ctx, calls, r.APIVersion)
+		merged, err := c.mergedProduce(ctx, calls, keys, refused, r.APIVersion)
 		if err != nil {
 			return nil, err
 		}
@@ -82,18 +108,131 @@ func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	}, nil
 }
 
+// sendProduce writes a produce upstream: whole to one source broker, or one
+// sub-request per broker. refused lists partitions answered here instead
+// (transactional batches for flipped topics).
+func (c *clientConn) sendProduce(r *protocol.Request, req *kmsg.ProduceRequest) ([]*call, []brokerKey, []kmsg.ProduceResponseTopic, error) {
+	split, order := splitByBroker(req.Topics, produceTopics, c.router())
+	expectResponse := req.Acks != 0
+	if len(order) == 1 && order[0].cluster == c.p.source {
+		cl, err := c.forward(order[0].id, r, r.Body, expectResponse)
+		return []*call{cl}, order, nil, err
+	}
+	var refused []kmsg.ProduceResponseTopic
+	for _, b := range order {
+		if b.cluster != c.p.target {
+			continue
+		}
+		codes, err := c.rewriteProducersForTarget(c.ctx, split[b])
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if len(codes) > 0 {
+			split[b], refused = dropRefused(split[b], codes, refused)
+		}
+	}
+	var sendOrder []brokerKey
+	for _, b := range order {
+		if len(split[b]) > 0 {
+			sendOrder = append(sendOrder, b)
+		}
+	}
+	calls, err := c.scatter(r, sendOrder, func(b brokerKey) kmsg.Request {
+		sub := *req
+		sub.Topics = split[b]
+		return &sub
+	}, expectResponse)
+	return calls, sendOrder, refused, err
+}
+
+// dropRefused removes the refused partitions from topics and adds their
+// answers to refused.
+func dropRefused(topics []kmsg.ProduceRequestTopic, codes map[string]int16, refused []kmsg.ProduceResponseTopic) ([]kmsg.ProduceRequestTopic, []kmsg.ProduceResponseTopic) {
+	var kept []kmsg.ProduceRequestTopic
+	for _, t := range topics {
+		var parts []kmsg.ProduceRequestTopicPartition
+		rt := kmsg.NewProduceResponseTopic()
+		rt.Topic = t.Topic
+		for _, p := range t.Partitions {
+			code, ok := codes[partitionKey(t.Topic, p.Partition)]
+			if !ok {
+				parts = append(parts, p)
+				continue
+			}
+			rp := kmsg.NewProduceResponseTopicPartition()
+			rp.Partition, rp.ErrorCode, rp.BaseOffset = p.Partition, code, -1
+			msg := "kmigrate: this topic's producers moved to the target cluster; transactions on it are not served there yet"
+			rp.ErrorMessage = &msg
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		if len(rt.Partitions) > 0 {
+			refused = append(refused, rt)
+		}
+		if len(parts) > 0 {
+			t.Partitions = parts
+			kept = append(kept, t)
+		}
+	}
+	return kept, refused
+}
+
+// anyDraining reports whether a topic flip holds produces of any of topics.
+func (p *Proxy) anyDraining(topics []string) bool {
+	for _, t := range topics {
+		if p.topicPrimary(t) == primaryDraining {
+			return true
+		}
+	}
+	return false
+}
+
+// waitProduceRelease waits, on the reader goroutine, until no topic of a
+// produce is held by a flip, bounded by DefaultProduceHold and the
+// produce's own timeout.
+func (c *clientConn) waitProduceRelease(topics []string, timeoutMillis int32) error {
+	start := time.Now()
+	bound := DefaultProduceHold
+	if t := time.Duration(timeoutMillis) * time.Millisecond; t > 0 && t < bound {
+		bound = t
+	}
+	defer func() { c.p.metrics.produceHold.Observe(time.Since(start).Seconds()) }()
+	for c.p.anyDraining(topics) {
+		if time.Since(start) > bound {
+			return fmt.Errorf("topics %v still flipping after %s", topics, bound)
+		}
+		select {
+		case <-c.ctx.Done():
+			return c.ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
 // mergedProduce waits for every part of a split produce and merges the
-// answers, leader hints rewritten.
-func (c *clientConn) mergedProduce(ctx context.Context, calls []*call, version int16) (*kmsg.ProduceResponse, error) {
+// answers: the target's translated to virtual offsets, refused partitions
+// added, leader hints rewritten.
+func (c *clientConn) mergedProduce(ctx context.Context, calls []*call, keys []brokerKey, refused []kmsg.ProduceResponseTopic, version int16) (*kmsg.ProduceResponse, error) {
 	resps, err := gather[kmsg.ProduceResponse](ctx, calls, version)
 	if err != nil {
 		return nil, err
 	}
-	lists := make([][]kmsg.ProduceResponseTopic, len(resps))
+	if len(resps) == 0 {
+		resp := kmsg.NewPtrProduceResponse()
+		resp.Version = version
+		resps = append(resps, resp)
+	}
+	lists := make([][]kmsg.ProduceResponseTopic, 0, len(resps)+1)
 	merged := resps[0]
 	for i, resp := range resps {
-		lists[i] = resp.Topics
+		if i < len(keys) && keys[i].cluster == c.p.target {
+			c.produceToVirtual(resp)
+		}
+		lists = append(lists, resp.Topics)
 		merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
+	}
+	if len(refused) > 0 {
+		lists = append(lists, refused)
 	}
 	merged.Topics = mergeTopics(lists, produceResponseTopics)
 	c.p.rewriteProduceHints(merged)
@@ -125,9 +264,9 @@ func (p *Proxy) rewriteProduceHints(resp *kmsg.ProduceResponse) bool {
 // syncProduce answers only when the records are in both clusters. The source
 // answer is merged as usual; then each successful partition waits for the
 // mirror, bounded by the request's own timeout.
-func (c *clientConn) syncProduce(req *kmsg.ProduceRequest, calls []*call) finishFunc {
+func (c *clientConn) syncProduce(req *kmsg.ProduceRequest, calls []*call, keys []brokerKey, refused []kmsg.ProduceResponseTopic) finishFunc {
 	return func(ctx context.Context) ([]byte, error) {
-		merged, err := c.mergedProduce(ctx, calls, req.Version)
+		merged, err := c.mergedProduce(ctx, calls, keys, refused, req.Version)
 		if err != nil {
 			return nil, err
 		}
@@ -153,7 +292,8 @@ func (c *clientConn) syncProduce(req *kmsg.ProduceRequest, calls []*call) finish
 			for j := range t.Partitions {
 				pt := &t.Partitions[j]
 				n := spans[partitionKey(topicKey(t.Topic, t.TopicID), pt.Partition)]
-				if pt.ErrorCode != 0 || n == 0 {
+				if pt.ErrorCode != 0 || n == 0 || c.p.servedByTarget(name) {
+					// Flipped topics are written to the target itself.
 					continue
 				}
 				if err := c.p.cfg.Mirror.WaitMirrored(wait, name, pt.Partition, pt.BaseOffset+n-1); err != nil {

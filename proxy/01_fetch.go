@@ -31,11 +31,16 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		return nil, err
 	}
 	req.SessionID, req.SessionEpoch, req.ForgottenTopics = 0, -1, nil
-	split, order := splitByBroker(req.Topics, fetchTopics, c.router())
+	split, order := splitByBroker(req.Topics, fetchTopics, c.fetchRouter(req.Topics))
 	if len(order) == 0 { // an empty fetch still gets an answer
-		order = []int32{c.p.source.anyBroker()}
+		order = []brokerKey{{c.p.source, c.p.source.anyBroker()}}
 	}
-	calls, err := c.scatter(r, order, func(b int32) kmsg.Request {
+	for _, b := range order {
+		if b.cluster == c.p.target {
+			c.fetchToTarget(split[b])
+		}
+	}
+	calls, err := c.scatter(r, order, func(b brokerKey) kmsg.Request {
 		sub := *req
 		sub.Topics = split[b]
 		return &sub
@@ -44,7 +49,7 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		return nil, err
 	}
 	return func(ctx context.Context) ([]byte, error) {
-		if len(calls) == 1 {
+		if len(calls) == 1 && order[0].cluster == c.p.source {
 			// The common case: forward the upstream bytes as they are when
 			// nothing names an upstream broker, saving a copy of every batch.
 			body, err := calls[0].wait(ctx)
@@ -65,6 +70,11 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		if err != nil {
 			return nil, err
 		}
+		for i, resp := range resps {
+			if order[i].cluster == c.p.target {
+				c.fetchToVirtual(resp)
+			}
+		}
 		merged := resps[0]
 		if len(resps) > 1 {
 			lists := make([][]kmsg.FetchResponseTopic, len(resps))
@@ -81,6 +91,34 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		c.p.rewriteFetchHints(merged)
 		return merged.AppendTo(nil), nil
 	}, nil
+}
+
+// fetchRouter routes each partition of a fetch: to the target when its
+// topic's producers flipped and the fetch position has its records there,
+// else to the source (history older than the mirror's start stays there).
+func (c *clientConn) fetchRouter(topics []kmsg.FetchRequestTopic) func(key string, partition int32) brokerKey {
+	route := c.router()
+	if c.p.target == nil {
+		return route
+	}
+	toSource := c.sourceRouter()
+	return func(key string, partition int32) brokerKey {
+		b := route(key, partition)
+		if b.cluster != c.p.target {
+			return b
+		}
+		for _, t := range topics {
+			if t.Topic != key {
+				continue
+			}
+			for _, p := range t.Partitions {
+				if p.Partition == partition && !c.fetchTranslatable(key, partition, p.FetchOffset) {
+					return toSource(key, partition)
+				}
+			}
+		}
+		return b
+	}
 }
 
 // rewriteFetchHints hides upstream brokers: KIP-951 leader hints point at

@@ -15,8 +15,8 @@ func handleMetadata(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		return nil, err
 	}
 	allTopics := req.Topics == nil
-	return rewritten(c, r, func(resp *kmsg.MetadataResponse) {
-		c.p.source.learnMetadata(resp, allTopics)
+	return rewritten(c, r, func(resp *kmsg.MetadataResponse, from *cluster) {
+		from.learnMetadata(resp, allTopics)
 		c.p.rewriteMetadata(resp)
 	})
 }

@@ -8,7 +8,7 @@ import (
 // handleDescribeTopicPartitions (KIP-966, used by the Java admin client's
 // describeTopics since 3.8) names leaders and replicas: all become the proxy.
 func handleDescribeTopicPartitions(c *clientConn, r *protocol.Request) (finishFunc, error) {
-	return rewritten(c, r, func(resp *kmsg.DescribeTopicPartitionsResponse) {
+	return rewritten(c, r, func(resp *kmsg.DescribeTopicPartitionsResponse, _ *cluster) {
 		self := []int32{c.p.cfg.NodeID}
 		for i := range resp.Topics {
 			parts := resp.Topics[i].Partitions

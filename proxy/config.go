@@ -68,6 +68,9 @@ type Upstream struct {
 // cutover sequence).
 type Routing interface {
 	GroupPhase(group string) string
+	// TopicPrimary is the cluster taking a topic's produces: "source",
+	// "draining" (a flip holds them), "target" or "rolling-back".
+	TopicPrimary(topic string) string
 }
 
 // OffsetMaps reads offset maps.

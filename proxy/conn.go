@@ -226,23 +226,39 @@ func (c *clientConn) forwardTo(cl *cluster, broker int32, req *protocol.Request,
 }
 
 // forwardAny sends a request that any broker can serve, trying the known
-// brokers in turn so that one dead broker does not fail it.
-func (c *clientConn) forwardAny(req *protocol.Request, body []byte) (*call, error) {
+// brokers in turn so that one dead broker does not fail it, and the target's
+// when no source broker answers: once every topic's producers moved, the
+// source may be switched off and clients keep working. It returns the
+// cluster that took the request.
+func (c *clientConn) forwardAny(req *protocol.Request, body []byte) (*call, *cluster, error) {
 	var lastErr error
-	for _, b := range c.p.source.allBrokers() {
-		cl, err := c.forward(b, req, body, true)
-		if err == nil {
-			return cl, nil
+	for _, cl := range []*cluster{c.p.source, c.p.target} {
+		if cl == nil {
+			continue
 		}
-		lastErr = err
+		for _, b := range cl.allBrokers() {
+			call, err := c.forwardTo(cl, b, req, body, true)
+			if err == nil {
+				if cl == c.p.target {
+					warnOnce.warn(c.log, "no source broker reachable; requests any broker can serve go to the target", "api", kmsg.NameForKey(req.APIKey), "err", lastErr)
+				}
+				return call, cl, nil
+			}
+			lastErr = err
+		}
 	}
-	return nil, lastErr
+	return nil, nil, lastErr
 }
 
-// forwardRaw forwards a request unchanged and returns its answer unchanged.
-// A negative broker means any.
+// forwardRaw forwards a request unchanged to a source broker and returns
+// its answer unchanged.
 func (c *clientConn) forwardRaw(broker int32, req *protocol.Request) (finishFunc, error) {
-	cl, err := c.forward(broker, req, req.Body, true)
+	return c.forwardRawTo(brokerKey{c.p.source, broker}, req)
+}
+
+// forwardRawTo is forwardRaw to a broker of either cluster.
+func (c *clientConn) forwardRawTo(b brokerKey, req *protocol.Request) (finishFunc, error) {
+	cl, err := c.forwardTo(b.cluster, b.id, req, req.Body, true)
 	if err != nil {
 		return nil, err
 	}

@@ -57,11 +57,28 @@ func handleInitProducerID(c *clientConn, r *protocol.Request) (finishFunc, error
 	if err != nil {
 		return nil, err
 	}
-	broker := c.p.source.anyBroker()
 	if req.TransactionalID != nil {
-		broker, _ = c.p.source.coordinator(c.ctx, 1, *req.TransactionalID, false)
+		broker, _ := c.p.source.coordinator(c.ctx, 1, *req.TransactionalID, false)
+		return c.forwardRaw(broker, r)
 	}
-	return c.forwardRaw(broker, r)
+	cl, from, err := c.forwardAny(r, r.Body)
+	if err != nil {
+		return nil, err
+	}
+	if from != c.p.target {
+		return cl.wait, nil
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		body, err := cl.wait(ctx)
+		if err != nil {
+			return nil, err
+		}
+		// An id the target issued needs no mapping toward the target.
+		if resp, err := decodeResponse[kmsg.InitProducerIDResponse](body, r.APIVersion); err == nil && resp.ErrorCode == 0 {
+			c.p.pids.issuedByTarget(resp.ProducerID, resp.ProducerEpoch)
+		}
+		return body, nil
+	}, nil
 }
 
 // splitByCoordinator groups keys by their coordinator, in the cluster that

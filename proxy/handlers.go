@@ -92,9 +92,11 @@ var versionCaps = map[int16]int16{
 // unknown topics on the other cluster. Versions naming topics by name are
 // served instead (every client falls back to them).
 var targetVersionCaps = map[int16]int16{
-	8:  9, // OffsetCommit v10 uses topic ids
-	9:  9, // OffsetFetch v10 uses topic ids
-	28: 5, // TxnOffsetCommit v6 uses topic ids
+	0:  12, // Produce v13 uses topic ids
+	1:  12, // Fetch v13 uses topic ids
+	8:  9,  // OffsetCommit v10 uses topic ids
+	9:  9,  // OffsetFetch v10 uses topic ids
+	28: 5,  // TxnOffsetCommit v6 uses topic ids
 }
 
 func handlerFor(key int16) handler { return routes[key] }
@@ -151,11 +153,16 @@ func (p *Proxy) versionAllowed(key, version int16) bool {
 // toAnyBroker forwards unchanged to one broker: for admin requests that any
 // broker accepts (and forwards to the KRaft controller where needed).
 func toAnyBroker(c *clientConn, r *protocol.Request) (finishFunc, error) {
-	cl, err := c.forwardAny(r, r.Body)
+	cl, _, err := c.forwardAny(r, r.Body)
 	if err != nil {
 		return nil, err
 	}
 	return cl.wait, nil
+}
+
+// respondBody answers with an encoded body.
+func respondBody(body []byte) finishFunc {
+	return func(context.Context) ([]byte, error) { return body, nil }
 }
 
 // respond wraps a response the proxy built itself.
@@ -169,8 +176,8 @@ func respond(resp kmsg.Response) finishFunc {
 func rewritten[S any, PS interface {
 	*S
 	kmsg.Response
-}](c *clientConn, r *protocol.Request, rewrite func(PS)) (finishFunc, error) {
-	cl, err := c.forwardAny(r, r.Body)
+}](c *clientConn, r *protocol.Request, rewrite func(PS, *cluster)) (finishFunc, error) {
+	cl, from, err := c.forwardAny(r, r.Body)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +190,7 @@ func rewritten[S any, PS interface {
 		if err != nil {
 			return nil, err
 		}
-		rewrite(resp)
+		rewrite(resp, from)
 		return resp.AppendTo(nil), nil
 	}, nil
 }

@@ -16,6 +16,7 @@ type Metrics struct {
 	bytesOut    prometheus.Counter
 	latency     *prometheus.HistogramVec
 	byKey       [128]prometheus.Observer
+	produceHold prometheus.Histogram
 }
 
 // NewMetrics registers the proxy's series with reg (nil: a private registry).
@@ -38,8 +39,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from reading a client request to writing its response, per API and upstream cluster.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}, []string{"api", "cluster"}),
+		produceHold: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kmigrate_produce_hold_seconds",
+			Help:    "How long produces were held while their topic's producers flipped to the other cluster.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}),
 	}
-	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency)
+	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency, m.produceHold)
 	for key := range m.byKey {
 		if name := kmsg.NameForKey(int16(key)); name != "Unknown" {
 			m.byKey[key] = m.latency.WithLabelValues(name, "source")

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"math"
 
 	"github.com/kmigrate/kmigrate/protocol"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -22,6 +23,11 @@ type partitioned[Q any, PQ interface {
 	respTopics func(PS) *[]RT
 	respAcc    topicAccess[RT, RP]
 	throttle   func(PS) *int32 // nil when the response has no throttle
+	// With a target: toTarget rewrites the topics of a sub-request bound for
+	// the target, fromTarget translates its answer. A request type without
+	// them always goes to the source.
+	toTarget   func(c *clientConn, topics []T)
+	fromTarget func(c *clientConn, resp PS)
 }
 
 func (d partitioned[Q, PQ, S, PS, T, P, RT, RP]) handle(c *clientConn, r *protocol.Request) (finishFunc, error) {
@@ -29,11 +35,24 @@ func (d partitioned[Q, PQ, S, PS, T, P, RT, RP]) handle(c *clientConn, r *protoc
 	if err != nil {
 		return nil, err
 	}
-	split, order := splitByBroker(*d.topics(req), d.reqAcc, c.router())
-	if len(order) <= 1 {
-		return c.forwardRaw(firstOr(order, c.p.source.anyBroker()), r)
+	route := c.sourceRouter()
+	if d.toTarget != nil {
+		route = c.router()
 	}
-	calls, err := c.scatter(r, order, func(b int32) kmsg.Request {
+	split, order := splitByBroker(*d.topics(req), d.reqAcc, route)
+	for _, b := range order {
+		if b.cluster == c.p.target {
+			d.toTarget(c, split[b])
+		}
+	}
+	if len(order) == 0 || len(order) == 1 && order[0].cluster == c.p.source {
+		only := brokerKey{c.p.source, c.p.source.anyBroker()}
+		if len(order) == 1 {
+			only = order[0]
+		}
+		return c.forwardRawTo(only, r)
+	}
+	calls, err := c.scatter(r, order, func(b brokerKey) kmsg.Request {
 		sub := *req
 		*d.topics(&sub) = split[b]
 		return PQ(&sub)
@@ -45,6 +64,11 @@ func (d partitioned[Q, PQ, S, PS, T, P, RT, RP]) handle(c *clientConn, r *protoc
 		resps, err := gather[S, PS](ctx, calls, r.APIVersion)
 		if err != nil {
 			return nil, err
+		}
+		for i, resp := range resps {
+			if order[i].cluster == c.p.target {
+				d.fromTarget(c, resp)
+			}
 		}
 		merged := resps[0]
 		lists := make([][]RT, len(resps))
@@ -74,10 +98,12 @@ var handleListOffsets = partitioned[kmsg.ListOffsetsRequest, *kmsg.ListOffsetsRe
 		partitions: func(t *kmsg.ListOffsetsResponseTopic) []kmsg.ListOffsetsResponseTopicPartition { return t.Partitions },
 		setParts:   func(t *kmsg.ListOffsetsResponseTopic, p []kmsg.ListOffsetsResponseTopicPartition) { t.Partitions = p },
 	},
-	throttle: func(r *kmsg.ListOffsetsResponse) *int32 { return &r.ThrottleMillis },
+	throttle:   func(r *kmsg.ListOffsetsResponse) *int32 { return &r.ThrottleMillis },
+	toTarget:   func(_ *clientConn, topics []kmsg.ListOffsetsRequestTopic) { listOffsetsToTarget(topics) },
+	fromTarget: (*clientConn).listOffsetsToVirtual,
 }.handle
 
-var handleOffsetForLeaderEpoch = partitioned[kmsg.OffsetForLeaderEpochRequest, *kmsg.OffsetForLeaderEpochRequest, kmsg.OffsetForLeaderEpochResponse, *kmsg.OffsetForLeaderEpochResponse,
+var forwardOffsetForLeaderEpoch = partitioned[kmsg.OffsetForLeaderEpochRequest, *kmsg.OffsetForLeaderEpochRequest, kmsg.OffsetForLeaderEpochResponse, *kmsg.OffsetForLeaderEpochResponse,
 	kmsg.OffsetForLeaderEpochRequestTopic, kmsg.OffsetForLeaderEpochRequestTopicPartition, kmsg.OffsetForLeaderEpochResponseTopic, kmsg.OffsetForLeaderEpochResponseTopicPartition]{
 	topics: func(r *kmsg.OffsetForLeaderEpochRequest) *[]kmsg.OffsetForLeaderEpochRequestTopic { return &r.Topics },
 	reqAcc: topicAccess[kmsg.OffsetForLeaderEpochRequestTopic, kmsg.OffsetForLeaderEpochRequestTopicPartition]{
@@ -146,3 +172,62 @@ var handleDescribeProducers = partitioned[kmsg.DescribeProducersRequest, *kmsg.D
 	},
 	throttle: func(r *kmsg.DescribeProducersResponse) *int32 { return &r.ThrottleMillis },
 }.handle
+
+// handleOffsetForLeaderEpoch answers partitions of flipped topics itself:
+// the epochs a client knows are the source's, meaningless to the target,
+// whose answer could make the client believe its log was truncated and
+// reset its position. The virtual log is never truncated under a client, so
+// the answer vouches for the epoch asked with an end offset no position
+// exceeds. Other partitions go to their source leaders.
+func handleOffsetForLeaderEpoch(c *clientConn, r *protocol.Request) (finishFunc, error) {
+	if c.p.target == nil {
+		return forwardOffsetForLeaderEpoch(c, r)
+	}
+	req, err := decodeRequest[kmsg.OffsetForLeaderEpochRequest](r)
+	if err != nil {
+		return nil, err
+	}
+	var forward []kmsg.OffsetForLeaderEpochRequestTopic
+	local := kmsg.NewPtrOffsetForLeaderEpochResponse()
+	local.Version = r.APIVersion
+	for _, t := range req.Topics {
+		if !c.p.servedByTarget(t.Topic) {
+			forward = append(forward, t)
+			continue
+		}
+		rt := kmsg.NewOffsetForLeaderEpochResponseTopic()
+		rt.Topic = t.Topic
+		for _, p := range t.Partitions {
+			rp := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
+			rp.Partition, rp.LeaderEpoch, rp.EndOffset = p.Partition, p.LeaderEpoch, math.MaxInt64
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		local.Topics = append(local.Topics, rt)
+	}
+	if len(local.Topics) == 0 {
+		return forwardOffsetForLeaderEpoch(c, r)
+	}
+	if len(forward) == 0 {
+		return respond(local), nil
+	}
+	sub := *req
+	sub.Topics = forward
+	subReq := *r
+	subReq.Body = sub.AppendTo(nil)
+	finish, err := forwardOffsetForLeaderEpoch(c, &subReq)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		body, err := finish(ctx)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := decodeResponse[kmsg.OffsetForLeaderEpochResponse](body, r.APIVersion)
+		if err != nil {
+			return nil, err
+		}
+		resp.Topics = append(resp.Topics, local.Topics...)
+		return resp.AppendTo(nil), nil
+	}, nil
+}

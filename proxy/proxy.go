@@ -24,6 +24,8 @@ type Proxy struct {
 	source    *cluster
 	target    *cluster // nil without a target
 	gate      groupGate
+	produces  produceGate
+	pids      producerIDs
 	listener  net.Listener
 	advHost   string
 	advPort   int32

@@ -20,9 +20,9 @@ type topicAccess[T, P any] struct {
 // splitByBroker groups the partitions of topics by the broker route assigns,
 // keeping each broker's topics in request order. The returned order lists
 // brokers by first appearance so that sends are deterministic.
-func splitByBroker[T, P any](topics []T, acc topicAccess[T, P], route func(topic string, partition int32) int32) (map[int32][]T, []int32) {
-	groups := make(map[int32][]T)
-	var order []int32
+func splitByBroker[T, P any, K comparable](topics []T, acc topicAccess[T, P], route func(topic string, partition int32) K) (map[K][]T, []K) {
+	groups := make(map[K][]T)
+	var order []K
 	for i := range topics {
 		t := &topics[i]
 		key := acc.key(t)
@@ -68,12 +68,12 @@ func mergeTopics[T, P any](lists [][]T, acc topicAccess[T, P]) []T {
 }
 
 // scatter sends one encoded sub-request per broker, in order.
-func (c *clientConn) scatter(r *protocol.Request, order []int32, build func(broker int32) kmsg.Request, expectResponse bool) ([]*call, error) {
+func (c *clientConn) scatter(r *protocol.Request, order []brokerKey, build func(broker brokerKey) kmsg.Request, expectResponse bool) ([]*call, error) {
 	calls := make([]*call, 0, len(order))
 	for _, b := range order {
 		sub := build(b)
 		sub.SetVersion(r.APIVersion)
-		cl, err := c.forward(b, r, sub.AppendTo(nil), expectResponse)
+		cl, err := c.forwardTo(b.cluster, b.id, r, sub.AppendTo(nil), expectResponse)
 		if err != nil {
 			return nil, err
 		}

@@ -55,6 +55,18 @@ type SetTopicPrimary struct {
 	Primary ProducerPrimary `json:"primary"`
 	From    ProducerPrimary `json:"from,omitempty"`
 	IfEpoch *uint64         `json:"if_epoch,omitempty"`
+	// Segments are appended to the topic's partition maps in the same step
+	// as the move (the producer flip's open segments), so that no node ever
+	// sees the new primary without the offsets it needs, or the reverse.
+	// The writer-ownership check of AppendSegments does not apply: the flip
+	// starts where the mirror, fenced by the held produces, stopped.
+	Segments []PartitionSegment `json:"segments,omitempty"`
+}
+
+// PartitionSegment is one segment for one partition of the command's topic.
+type PartitionSegment struct {
+	Partition int32              `json:"partition"`
+	Segment   offsetsync.Segment `json:"segment"`
 }
 
 func (SetTopicPrimary) Type() CommandType { return CmdSetTopicPrimary }
@@ -81,6 +93,21 @@ func (c SetTopicPrimary) apply(s *state, x applyCtx) Result {
 	if !slices.Contains(producerTransitions[t.Primary], c.Primary) {
 		return refuse(ErrInvalidTransition, "topic %q primary is %s: it can go to %v, not %s",
 			c.Topic, t.Primary, producerTransitions[t.Primary], c.Primary)
+	}
+	grown := make(map[TopicPartition]offsetsync.OffsetMap, len(c.Segments))
+	for _, ps := range c.Segments {
+		tp := TopicPartition{Topic: c.Topic, Partition: ps.Partition}
+		m, ok := grown[tp]
+		if !ok {
+			m = s.maps[tp].Clone()
+		}
+		if _, err := m.Append(ps.Segment); err != nil {
+			return refuse(ErrBadCommand, "topic %q partition %d: %v", c.Topic, ps.Partition, err)
+		}
+		grown[tp] = m
+	}
+	for tp, m := range grown {
+		s.maps[tp] = m
 	}
 	t.Primary, t.Epoch, t.ChangedAt, t.ChangedIndex = c.Primary, t.Epoch+1, x.at, x.index
 	s.topics[c.Topic] = t

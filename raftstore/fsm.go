@@ -205,6 +205,12 @@ func (f *fsm) OffsetMap(tp TopicPartition) offsetsync.OffsetMap {
 	return f.st.maps[tp].Clone()
 }
 
+func (f *fsm) LastSegment(tp TopicPartition) (offsetsync.Segment, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.maps[tp].Last()
+}
+
 func (f *fsm) Writer(tp TopicPartition) (WriterOwner, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()

@@ -159,6 +159,8 @@ type Reader interface {
 	Topics() []TopicRoute
 	// OffsetMap returns a partition's segments, nil when it has none.
 	OffsetMap(tp TopicPartition) offsetsync.OffsetMap
+	// LastSegment is the map's last segment, without copying the map.
+	LastSegment(tp TopicPartition) (offsetsync.Segment, bool)
 	Writer(tp TopicPartition) (w WriterOwner, ok bool)
 	Writers() []WriterOwner
 	Node(id string) (n Node, ok bool)

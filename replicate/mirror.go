@@ -142,8 +142,9 @@ type partState struct {
 	inflight   []int64 // source offsets produced, not yet acknowledged, in order
 	flushing   int64   // first source offset being written to the MapStore, or -1
 
-	codec   uint8 // codec of the last record sent
-	unacked int64 // produced, not yet acknowledged
+	codec    uint8 // codec of the last record sent
+	unacked  int64 // produced, not yet acknowledged
+	lastSent int64 // source offset of the last record produced
 }
 
 // New connects the mirror's clients. It does not copy anything until Run.
@@ -322,6 +323,20 @@ func (m *Mirror) copyPartition(ctx context.Context, fp kgo.FetchTopicPartition) 
 			}
 			continue
 		}
+		if st.unacked > 0 && r.Offset != st.lastSent+1 {
+			// A hole in the source (a transaction marker, aborted or
+			// compacted records) starts a new map segment. The record
+			// after it must start a new batch on the target too: a fetch
+			// served by the target after a producer flip moves each batch
+			// to virtual offsets by its base offset alone, which cannot
+			// express a hole inside a batch.
+			m.mu.Unlock()
+			if err := m.waitAcked(ctx, st); err != nil {
+				return err
+			}
+			m.mu.Lock()
+		}
+		st.lastSent = r.Offset
 		codec := r.Attrs.CompressionType()
 		mustDrain := codec != st.codec && st.unacked > 0
 		st.codec = codec
@@ -353,6 +368,27 @@ func (m *Mirror) copyPartition(ctx context.Context, fp kgo.FetchTopicPartition) 
 		})
 	}
 	return nil
+}
+
+// waitAcked waits until the target acknowledged every record produced to
+// st's partition.
+func (m *Mirror) waitAcked(ctx context.Context, st *partState) error {
+	for {
+		m.mu.Lock()
+		n := st.unacked
+		m.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Microsecond):
+		}
+		if err := m.fatalErr(); err != nil {
+			return err
+		}
+	}
 }
 
 // mapped records that source offset src is target offset dst. Called with mu held.
@@ -547,19 +583,16 @@ func (m *Mirror) flushMaps(ctx context.Context) error {
 // checkOwnership releases the partitions this node may no longer write, and
 // runs discovery early when it may write one that it does not copy yet.
 func (m *Mirror) checkOwnership(ctx context.Context) {
-	if m.cfg.Owns == nil {
-		return
-	}
 	var lost []Partition
 	gained := false
 	m.mu.Lock()
 	for tp := range m.parts {
-		if !m.cfg.Owns(tp) {
+		if m.cfg.Owns != nil && !m.cfg.Owns(tp) || m.flipped(tp) {
 			lost = append(lost, tp)
 		}
 	}
 	for _, tp := range m.known {
-		if m.parts[tp] == nil && m.cfg.Owns(tp) {
+		if m.parts[tp] == nil && m.cfg.Owns != nil && m.cfg.Owns(tp) && !m.flipped(tp) {
 			gained = true
 			break
 		}
@@ -687,7 +720,24 @@ func (m *Mirror) mayTake(tp Partition) bool {
 		}
 		delete(m.gone, tp)
 	}
-	return m.cfg.Owns == nil || m.cfg.Owns(tp)
+	return (m.cfg.Owns == nil || m.cfg.Owns(tp)) && !m.flipped(tp)
+}
+
+// flipped reports whether tp's producers moved to the target (its map ends
+// with the flip's open segment): the source gets nothing to copy any more,
+// and a record written there directly would have no virtual offset.
+func (m *Mirror) flipped(tp Partition) bool {
+	if l, ok := m.cfg.Maps.(lastSegmenter); ok {
+		last, ok := l.LastSegment(tp)
+		return ok && last.Open()
+	}
+	return m.cfg.Maps.Map(tp).Flipped()
+}
+
+// lastSegmenter is a MapStore that reads a map's last segment without
+// copying the map (flipped is asked for every partition on every poll).
+type lastSegmenter interface {
+	LastSegment(tp Partition) (offsetsync.Segment, bool)
 }
 
 // resume decides where a partition starts from the map and the target log.

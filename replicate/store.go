@@ -37,6 +37,13 @@ func (s *MemoryMaps) Map(tp Partition) offsetsync.OffsetMap {
 	return s.maps[tp].Clone()
 }
 
+// LastSegment returns the partition's last segment without copying the map.
+func (s *MemoryMaps) LastSegment(tp Partition) (offsetsync.Segment, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.maps[tp].Last()
+}
+
 func (s *MemoryMaps) Append(_ context.Context, tp Partition, segs []offsetsync.Segment) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

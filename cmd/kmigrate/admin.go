@@ -121,7 +121,8 @@ func (c *adminClient) do(method, path string) (*http.Response, error) {
 
 // flip is one cutover or rollback run through this node's API.
 type flip struct {
-	Group     string    `json:"group"`
+	Group     string    `json:"group,omitempty"`
+	Topic     string    `json:"topic,omitempty"`
 	Verb      string    `json:"verb"` // cutover or rollback
 	From      string    `json:"from"`
 	To        string    `json:"to"`
@@ -153,6 +154,10 @@ func (l *flipLog) add(verb string, start time.Time, rep offsetsync.Report, err e
 	if err != nil {
 		f.Error = err.Error()
 	}
+	l.push(f)
+}
+
+func (l *flipLog) push(f flip) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.flips = slices.Insert(l.flips, 0, f)

@@ -41,7 +41,11 @@ func main() {
 	case "demo":
 		err = runDemo(os.Args[2:])
 	case "cutover", "rollback":
-		err = runGroupCommand(os.Args[1], os.Args[2:])
+		if len(os.Args) > 2 && os.Args[2] == "topic" {
+			err = runTopicCommand(os.Args[1], os.Args[2:])
+		} else {
+			err = runGroupCommand(os.Args[1], os.Args[2:])
+		}
 	case "status":
 		err = runStatus(os.Args[2:], os.Stdout)
 	case "version", "--version":

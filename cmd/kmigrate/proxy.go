@@ -363,8 +363,9 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 	// With a target, the offset map and the group routes exist before the
 	// proxy starts: it serves groups on the target from them.
 	var (
-		routes  groupRoutes
-		cutover *offsetsync.Cutover
+		routes       groupRoutes
+		cutover      *offsetsync.Cutover
+		topicCutover *offsetsync.TopicCutover
 	)
 	if mirrorCfg != nil {
 		mirrorCfg.Source, mirrorCfg.Maps, mirrorCfg.Owns = kgoOpts(up), cp.maps, cp.maps.Owns
@@ -404,6 +405,10 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 			Source: srcClient, Target: dstClient, Phases: routes, Gate: p,
 			Maps: mapReader{cp.maps}.OffsetMap, Covered: current.Covered, Log: log,
 		}
+		topicCutover = &offsetsync.TopicCutover{
+			Source: srcClient, Target: dstClient, Topics: routes, Gate: p,
+			Maps: mapReader{cp.maps}.OffsetMap, Covered: current.Covered, Log: log,
+		}
 	}
 
 	flips := &flipLog{}
@@ -420,6 +425,7 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		if cutover != nil {
 			(&groupAPI{cutover: cutover, routes: routes, log: log, flips: flips}).register(mux)
+			(&topicAPI{cutover: topicCutover, routes: routes, log: log, flips: flips}).register(mux)
 		}
 		srv := &http.Server{Addr: *adminListen, Handler: requireToken(cpFlags.adminToken, mux), ReadHeaderTimeout: 5 * time.Second}
 		go func() {

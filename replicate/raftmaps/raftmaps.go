@@ -89,6 +89,11 @@ func (m *Maps) Map(tp replicate.Partition) offsetsync.OffsetMap {
 	return m.store.State().OffsetMap(key(tp))
 }
 
+// LastSegment returns the partition's last segment without copying the map.
+func (m *Maps) LastSegment(tp replicate.Partition) (offsetsync.Segment, bool) {
+	return m.store.State().LastSegment(key(tp))
+}
+
 // Owns reports whether this node's mirror may write tp: raft names this node
 // its writer, at the epoch the mirror took it with, and this node heard from
 // the leader within the lease. The first true answer for a partition takes it

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/kmigrate/kmigrate/offsetsync"
+	"github.com/kmigrate/kmigrate/raftstore"
+)
+
+func (g groupRoutes) TopicPrimary(topic string) string {
+	if r, ok := g.store.State().Topic(topic); ok {
+		return string(r.Primary)
+	}
+	return offsetsync.PrimarySource
+}
+
+func (g groupRoutes) SetTopicPrimary(ctx context.Context, topic, from, to string, segs map[int32]offsetsync.Segment) error {
+	cmd := raftstore.SetTopicPrimary{Topic: topic, Primary: raftstore.ProducerPrimary(to), From: raftstore.ProducerPrimary(from)}
+	for p, s := range segs {
+		cmd.Segments = append(cmd.Segments, raftstore.PartitionSegment{Partition: p, Segment: s})
+	}
+	// Sorted, so that every replica of the command is byte-identical.
+	slices.SortFunc(cmd.Segments, func(a, b raftstore.PartitionSegment) int { return int(a.Partition) - int(b.Partition) })
+	res, err := g.store.Apply(ctx, cmd)
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		return fmt.Errorf("set topic %s primary %s → %s: %w", topic, from, to, err)
+	}
+	return nil
+}
+
+// topicAPI serves /v1/topics/{topic} and its cutover and rollback.
+type topicAPI struct {
+	cutover *offsetsync.TopicCutover
+	routes  groupRoutes
+	log     *slog.Logger
+	flips   *flipLog
+}
+
+func (a *topicAPI) register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/topics/{topic}", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"topic": r.PathValue("topic"), "primary": a.routes.TopicPrimary(r.PathValue("topic"))})
+	})
+	mux.HandleFunc("POST /v1/topics/{topic}/cutover", func(w http.ResponseWriter, r *http.Request) { a.move(w, r, true) })
+	mux.HandleFunc("POST /v1/topics/{topic}/rollback", func(w http.ResponseWriter, r *http.Request) { a.move(w, r, false) })
+}
+
+func (a *topicAPI) move(w http.ResponseWriter, r *http.Request, toTarget bool) {
+	topic := r.PathValue("topic")
+	if topic == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "topic name required"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	rep, err := a.cutover.Run(ctx, topic, toTarget)
+	a.flips.addTopic(map[bool]string{true: "cutover", false: "rollback"}[toTarget], start, rep, err)
+	if err != nil {
+		status := http.StatusInternalServerError
+		switch {
+		case errors.Is(err, offsetsync.ErrInProgress):
+			status = http.StatusConflict
+		case errors.Is(err, offsetsync.ErrRollbackUnsupported):
+			status = http.StatusNotImplemented
+		}
+		writeJSON(w, status, map[string]any{"error": err.Error(), "report": rep})
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+func (l *flipLog) addTopic(verb string, start time.Time, rep offsetsync.TopicReport, err error) {
+	if l == nil {
+		return
+	}
+	f := flip{Topic: rep.Topic, Verb: verb, From: rep.From, To: rep.To, Phase: rep.Primary, StartedAt: start,
+		TookMs: time.Since(start).Milliseconds(), DrainMs: rep.Hold.Milliseconds(), Already: rep.AlreadyDone}
+	if err != nil {
+		f.Error = err.Error()
+	}
+	l.push(f)
+}
+
+// runTopicCommand is `kmigrate cutover topic T` and `kmigrate rollback topic T`.
+func runTopicCommand(verb string, args []string) error {
+	fs := flag.NewFlagSet("kmigrate "+verb, flag.ContinueOnError)
+	admin := fs.String("admin", "127.0.0.1:9644", "admin address of a kmigrate proxy")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	token := fs.String("admin-token", "", "bearer token of the admin API (default: $"+adminTokenEnv+")")
+	if len(args) < 2 {
+		return fmt.Errorf("usage: kmigrate %s topic TOPIC [--admin HOST:PORT] [--json]", verb)
+	}
+	topic := args[1]
+	if err := fs.Parse(args[2:]); err != nil {
+		return err
+	}
+	start := time.Now()
+	resp, err := newAdminClient(*admin, *token).do(http.MethodPost, fmt.Sprintf("/v1/topics/%s/%s", url.PathEscape(topic), verb))
+	if err != nil {
+		return fmt.Errorf("%s topic %s: %w", verb, topic, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if *asJSON {
+		os.Stdout.Write(body)
+	}
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s topic %s: %s: %s", verb, topic, resp.Status, strings.TrimSpace(string(body)))
+	}
+	if !*asJSON {
+		var rep offsetsync.TopicReport
+		json.Unmarshal(body, &rep)
+		if rep.AlreadyDone {
+			fmt.Printf("topic %s already produces to the %s\n", topic, rep.To)
+			return nil
+		}
+		fmt.Printf("topic %s: producers %s → %s, %d partitions, produces held %s, took %s\n",
+			topic, rep.From, rep.To, rep.Partitions, rep.Hold.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	}
+	return nil
+}

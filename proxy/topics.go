@@ -1,0 +1,334 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kmigrate/kmigrate/offsetsync"
+	"github.com/kmigrate/kmigrate/protocol"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Topic producer primaries, as stored by the control plane (raftstore) and
+// sequenced by offsetsync.TopicCutover.
+const (
+	primarySource   = "source"
+	primaryDraining = "draining"
+	primaryTarget   = "target"
+)
+
+// DefaultProduceHold bounds how long a produce waits while its topic flips;
+// past it the produce is answered with a retriable error.
+const DefaultProduceHold = 15 * time.Second
+
+// topicPrimary is the cluster that takes a topic's produces now.
+func (p *Proxy) topicPrimary(topic string) string {
+	if p.target == nil || p.cfg.Routing == nil {
+		return primarySource
+	}
+	if pr := p.cfg.Routing.TopicPrimary(topic); pr != "" {
+		return pr
+	}
+	return primarySource
+}
+
+// servedByTarget reports whether a topic's records are read and written on
+// the target: its producers flipped, so its virtual log continues there.
+func (p *Proxy) servedByTarget(topic string) bool {
+	return p.topicPrimary(topic) == primaryTarget
+}
+
+// produceGate counts, per topic, the produces forwarded to the source and not
+// yet answered: a topic flip waits for none to be left before it reads the
+// source's end offsets.
+type produceGate struct {
+	mu       sync.Mutex
+	inflight map[string]int
+}
+
+func (g *produceGate) add(topics []string, delta int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.inflight == nil {
+		g.inflight = make(map[string]int)
+	}
+	for _, t := range topics {
+		if g.inflight[t] += delta; g.inflight[t] <= 0 {
+			delete(g.inflight, t)
+		}
+	}
+}
+
+// InflightProduces counts topic's produces forwarded to the source and not
+// yet answered.
+func (p *Proxy) InflightProduces(topic string) int {
+	p.produces.mu.Lock()
+	defer p.produces.mu.Unlock()
+	return p.produces.inflight[topic]
+}
+
+// producerIDs maps the producer ids clients got from the source onto ids of
+// the target, so that idempotent producers keep producing across a topic
+// flip with no error: a source id means nothing to the target, and its
+// sequence numbers there would not start at zero. Each (source id, epoch)
+// gets a fresh target id from InitProducerId; each partition's sequences
+// are shifted so that the first batch this proxy sends to the target is
+// sequence 0. A client that bumps its epoch (KIP-360) gets a new mapping,
+// as it would get a new epoch from a broker.
+type producerIDs struct {
+	mu sync.Mutex
+	m  map[producerKey]*targetProducer
+}
+
+type producerKey struct {
+	id    int64
+	epoch int16
+}
+
+type targetProducer struct {
+	id    int64
+	epoch int16
+	// issued: the client got this id from the target itself (no source
+	// broker was reachable); its batches go unchanged.
+	issued bool
+	mu     sync.Mutex
+	base   map[string]int32 // partition key → client sequence sent as 0
+}
+
+// issuedByTarget records a producer id the target handed to a client.
+func (ids *producerIDs) issuedByTarget(id int64, epoch int16) {
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	if ids.m == nil {
+		ids.m = make(map[producerKey]*targetProducer)
+	}
+	ids.m[producerKey{id, epoch}] = &targetProducer{id: id, epoch: epoch, issued: true}
+}
+
+// toTarget returns the target producer for a client's (id, epoch), asking
+// the target for a new id the first time.
+func (p *Proxy) targetProducer(ctx context.Context, k producerKey) (*targetProducer, error) {
+	p.pids.mu.Lock()
+	tp := p.pids.m[k]
+	p.pids.mu.Unlock()
+	if tp != nil {
+		return tp, nil
+	}
+
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.TransactionTimeoutMillis = 60_000
+	req.ProducerID, req.ProducerEpoch = -1, -1
+	resp, err := p.target.controlRequest(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("init producer id on the target for source producer %d: %w", k.id, err)
+	}
+	r := resp.(*kmsg.InitProducerIDResponse)
+	if err := kerr.ErrorForCode(r.ErrorCode); err != nil {
+		return nil, fmt.Errorf("init producer id on the target for source producer %d: %w", k.id, err)
+	}
+	p.pids.mu.Lock()
+	defer p.pids.mu.Unlock()
+	if p.pids.m == nil {
+		p.pids.m = make(map[producerKey]*targetProducer)
+	}
+	if tp := p.pids.m[k]; tp != nil { // another connection won the race
+		return tp, nil
+	}
+	tp = &targetProducer{id: r.ProducerID, epoch: r.ProducerEpoch, base: make(map[string]int32)}
+	p.pids.m[k] = tp
+	p.log.Info("idempotent producer mapped to a target producer id", "source_id", k.id, "source_epoch", k.epoch, "target_id", tp.id, "target_epoch", tp.epoch)
+	return tp, nil
+}
+
+// errTransactionalToTarget refuses transactional batches for flipped topics:
+// their transaction runs on the source's coordinator, which cannot commit
+// records in the target.
+var errTransactionalToTarget = kerr.InvalidTxnState
+
+// rewriteProducersForTarget rewrites the producer of every idempotent batch
+// of a produce bound for the target. It returns, per partition key, an error
+// code for partitions that cannot be sent (answered locally).
+func (c *clientConn) rewriteProducersForTarget(ctx context.Context, topics []kmsg.ProduceRequestTopic) (map[string]int16, error) {
+	var refused map[string]int16
+	for i := range topics {
+		t := &topics[i]
+		for j := range t.Partitions {
+			pt := &t.Partitions[j]
+			batches, err := protocol.Batches(pt.Records)
+			if err != nil {
+				return nil, err
+			}
+			pkey := partitionKey(t.Topic, pt.Partition)
+			for _, b := range batches {
+				if b.Transactional() {
+					if refused == nil {
+						refused = make(map[string]int16)
+					}
+					refused[pkey] = errTransactionalToTarget.Code
+					break
+				}
+				if b.ProducerID() < 0 {
+					continue
+				}
+				tp, err := c.p.targetProducer(ctx, producerKey{b.ProducerID(), b.ProducerEpoch()})
+				if err != nil {
+					return nil, asUpstreamError(err)
+				}
+				if tp.issued {
+					continue
+				}
+				tp.mu.Lock()
+				base, ok := tp.base[pkey]
+				if !ok {
+					base = b.BaseSequence()
+					tp.base[pkey] = base
+				}
+				tp.mu.Unlock()
+				// Sequences wrap at int32 like the client's own.
+				b.SetProducer(tp.id, tp.epoch, int32(uint32(b.BaseSequence())-uint32(base))&0x7fffffff)
+			}
+		}
+	}
+	return refused, nil
+}
+
+// mapOf is the offset map of a partition served by the target.
+func (c *clientConn) mapOf(topic string, partition int32) offsetsync.OffsetMap {
+	return c.p.cfg.Maps.OffsetMap(topic, partition)
+}
+
+// virtualPosition translates a target position (an end offset, a log start)
+// to a virtual one; below the mapped range it is the map's start, as the
+// virtual log holds nothing earlier that the target has.
+func virtualPosition(m offsetsync.OffsetMap, t int64) int64 {
+	if t < 0 {
+		return t
+	}
+	if v, err := m.PositionToVirtual(t); err == nil {
+		return v
+	}
+	if len(m) > 0 && m[0].Target != offsetsync.NoOffset && t < m[0].Target {
+		return m[0].Virtual
+	}
+	return -1
+}
+
+// produceToVirtual translates a target's Produce answer for the partitions
+// of flipped topics.
+func (c *clientConn) produceToVirtual(resp *kmsg.ProduceResponse) {
+	for i := range resp.Topics {
+		t := &resp.Topics[i]
+		for j := range t.Partitions {
+			pt := &t.Partitions[j]
+			m := c.mapOf(t.Topic, pt.Partition)
+			if pt.ErrorCode == 0 || pt.BaseOffset >= 0 {
+				if v, ok := m.TargetToVirtual(pt.BaseOffset); ok {
+					pt.BaseOffset = v
+				} else if pt.BaseOffset >= 0 {
+					c.log.Error("target produce offset outside the offset map", "topic", t.Topic, "partition", pt.Partition, "offset", pt.BaseOffset)
+					pt.BaseOffset = -1
+				}
+			}
+			pt.LogStartOffset = virtualPosition(m, pt.LogStartOffset)
+		}
+	}
+}
+
+// fetchToTarget rewrites the partitions of a fetch bound for the target:
+// positions to target offsets; epochs, which are the source's, withdrawn.
+func (c *clientConn) fetchToTarget(topics []kmsg.FetchRequestTopic) {
+	for i := range topics {
+		t := &topics[i]
+		for j := range t.Partitions {
+			pt := &t.Partitions[j]
+			if at, err := c.mapOf(t.Topic, pt.Partition).PositionToTarget(pt.FetchOffset, true); err == nil {
+				pt.FetchOffset = at
+			}
+			pt.CurrentLeaderEpoch, pt.LastFetchedEpoch, pt.LogStartOffset = -1, -1, -1
+		}
+	}
+}
+
+// fetchTranslatable reports whether a fetch position of a flipped topic has
+// its records in the target (else the fetch stays on the source: history
+// the mirror did not copy).
+func (c *clientConn) fetchTranslatable(topic string, partition int32, v int64) bool {
+	_, err := c.mapOf(topic, partition).PositionToTarget(v, true)
+	return err == nil
+}
+
+// fetchToVirtual translates a target's Fetch answer: every offset, and the
+// base offset of every batch (not covered by the batch CRC: the records stay
+// as they are).
+func (c *clientConn) fetchToVirtual(resp *kmsg.FetchResponse) {
+	for i := range resp.Topics {
+		t := &resp.Topics[i]
+		for j := range t.Partitions {
+			pt := &t.Partitions[j]
+			m := c.mapOf(t.Topic, pt.Partition)
+			pt.HighWatermark = virtualPosition(m, pt.HighWatermark)
+			pt.LastStableOffset = virtualPosition(m, pt.LastStableOffset)
+			pt.LogStartOffset = virtualPosition(m, pt.LogStartOffset)
+			for k := range pt.AbortedTransactions {
+				a := &pt.AbortedTransactions[k]
+				a.FirstOffset = virtualPosition(m, a.FirstOffset)
+			}
+			pt.DivergingEpoch.Epoch, pt.DivergingEpoch.EndOffset = -1, -1
+			pt.RecordBatches = c.batchesToVirtual(t.Topic, pt.Partition, m, pt.RecordBatches)
+		}
+	}
+}
+
+// batchesToVirtual moves each batch's base offset into the virtual log. A
+// trailing partial batch (a fetch answer cut at max bytes) is dropped: its
+// offsets cannot be rewritten and clients skip it anyway. A batch whose
+// records would not stay contiguous there (it spans a hole of the map) ends
+// the answer before it; the mirror starts a batch at every hole, so this is
+// a defect to log, not a state to serve.
+func (c *clientConn) batchesToVirtual(topic string, partition int32, m offsetsync.OffsetMap, records []byte) []byte {
+	end := 0
+	for _, b := range protocol.CompleteBatches(records) {
+		base := b.BaseOffset()
+		v, ok := m.TargetToVirtual(base)
+		last, okLast := m.TargetToVirtual(base + int64(b.LastOffsetDelta()))
+		if !ok || !okLast || last-v != int64(b.LastOffsetDelta()) {
+			c.log.Error("target batch outside the offset map or across a hole; answer cut before it", "topic", topic, "partition", partition, "target_offset", base)
+			break
+		}
+		b.SetBaseOffset(v)
+		end += len(b)
+	}
+	return records[:end]
+}
+
+// listOffsetsToTarget and listOffsetsToVirtual translate ListOffsets for
+// flipped topics: timestamps need nothing, answers cross the map.
+func listOffsetsToTarget(topics []kmsg.ListOffsetsRequestTopic) {
+	for i := range topics {
+		for j := range topics[i].Partitions {
+			topics[i].Partitions[j].CurrentLeaderEpoch = -1
+		}
+	}
+}
+
+func (c *clientConn) listOffsetsToVirtual(resp *kmsg.ListOffsetsResponse) {
+	for i := range resp.Topics {
+		t := &resp.Topics[i]
+		for j := range t.Partitions {
+			pt := &t.Partitions[j]
+			if pt.ErrorCode != 0 || pt.Offset < 0 {
+				continue
+			}
+			m := c.mapOf(t.Topic, pt.Partition)
+			if v, ok := m.TargetToVirtual(pt.Offset); ok {
+				pt.Offset = v
+			} else {
+				pt.Offset = virtualPosition(m, pt.Offset)
+			}
+			pt.LeaderEpoch = -1
+		}
+	}
+}
