@@ -155,6 +155,14 @@ func (c *TopicCutover) Run(ctx context.Context, topic string, toTarget bool) (To
 	if err != nil {
 		return fail(fmt.Errorf("source end offsets of %s: %w", topic, err))
 	}
+	for _, p := range partitions {
+		end, _ := ends.Lookup(topic, p)
+		if err := c.Covered(hold, topic, p, end.Offset); err != nil {
+			return fail(fmt.Errorf("topic %s partition %d: mirror has not reached the source end %d: %w", topic, p, end.Offset, err))
+		}
+	}
+	// Read after Covered: the target's ends then include every record the
+	// mirror wrote.
 	targetEnds, err := dstAdm.ListEndOffsets(hold, topic)
 	if err == nil {
 		err = targetEnds.Error()
@@ -165,9 +173,6 @@ func (c *TopicCutover) Run(ctx context.Context, topic string, toTarget bool) (To
 	flip := make(map[int32]Segment, len(partitions))
 	for _, p := range partitions {
 		end, _ := ends.Lookup(topic, p)
-		if err := c.Covered(hold, topic, p, end.Offset); err != nil {
-			return fail(fmt.Errorf("topic %s partition %d: mirror has not reached the source end %d: %w", topic, p, end.Offset, err))
-		}
 		// The map is read after Covered, which waited for its last records.
 		m := c.Maps(topic, p)
 		tEnd, err := m.PositionToTarget(end.Offset, true)

@@ -17,8 +17,27 @@ func handleMetadata(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	allTopics := req.Topics == nil
 	return rewritten(c, r, func(resp *kmsg.MetadataResponse, from *cluster) {
 		from.learnMetadata(resp, allTopics)
+		if from == c.p.target {
+			c.p.sourceTopicIDs(resp)
+		}
 		c.p.rewriteMetadata(resp)
 	})
+}
+
+// sourceTopicIDs shows the source's topic ids in an answer the target gave
+// (the source was unreachable): clients keep the ids they learned, and some
+// (franz-go) take a new id for a deleted and recreated topic and stop using
+// it. The ids are the proxy's last view of the source.
+func (p *Proxy) sourceTopicIDs(resp *kmsg.MetadataResponse) {
+	for i := range resp.Topics {
+		t := &resp.Topics[i]
+		if t.Topic == nil {
+			continue
+		}
+		if id, ok := p.source.topicID(*t.Topic); ok {
+			t.TopicID = id
+		}
+	}
 }
 
 func (p *Proxy) rewriteMetadata(resp *kmsg.MetadataResponse) {

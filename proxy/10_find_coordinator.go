@@ -22,7 +22,11 @@ func handleFindCoordinator(c *clientConn, r *protocol.Request) (finishFunc, erro
 		keys = []string{req.CoordinatorKey}
 	}
 	for _, key := range keys {
-		_, code := c.p.source.coordinator(c.ctx, req.CoordinatorType, key, true)
+		home := c.p.source
+		if req.CoordinatorType == 0 {
+			home = c.p.homeOf(c.p.groupPhase(key)) // a moved group's coordinator is the target's
+		}
+		_, code := home.coordinator(c.ctx, req.CoordinatorType, key, true)
 		co := kmsg.NewFindCoordinatorResponseCoordinator()
 		co.Key, co.ErrorCode = key, code
 		co.NodeID, co.Host, co.Port = c.p.cfg.NodeID, c.p.advHost, c.p.advPort

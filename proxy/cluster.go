@@ -313,6 +313,17 @@ func (cl *cluster) topicName(ctx context.Context, id [16]byte) (string, bool) {
 	return name, ok
 }
 
+// topicID is the id this cluster gave a topic, as last seen.
+func (cl *cluster) topicID(name string) ([16]byte, bool) {
+	cl.mu.RLock()
+	defer cl.mu.RUnlock()
+	route := cl.topics[name]
+	if route == nil || route.id == ([16]byte{}) {
+		return [16]byte{}, false
+	}
+	return route.id, true
+}
+
 // coordinator returns the broker coordinating a group (keyType 0) or a
 // transactional id (keyType 1), from cache unless fresh is set. When the
 // cluster has no coordinator yet, the request goes to any broker, which

@@ -250,10 +250,15 @@ func (c *clientConn) commitToTarget(r *protocol.Request) ([]byte, error) {
 			if pt.Offset < 0 {
 				continue
 			}
-			if err := c.p.cfg.Covered(ctx, name, pt.Partition, pt.Offset); err != nil {
-				return nil, asUpstreamError(fmt.Errorf("commit %s/%d at %d: %w", name, pt.Partition, pt.Offset, err))
-			}
 			m := c.p.cfg.Maps.OffsetMap(name, pt.Partition)
+			// A flipped partition's map is final below the flip and exact
+			// beyond it; otherwise wait for the mirror and read it again.
+			if !m.Flipped() {
+				if err := c.p.cfg.Covered(ctx, name, pt.Partition, pt.Offset); err != nil {
+					return nil, asUpstreamError(fmt.Errorf("commit %s/%d at %d: %w", name, pt.Partition, pt.Offset, err))
+				}
+				m = c.p.cfg.Maps.OffsetMap(name, pt.Partition)
+			}
 			tpos, err := m.PositionToTarget(pt.Offset, true)
 			if err != nil {
 				return nil, asUpstreamError(fmt.Errorf("commit %s/%d at %d: %w", name, pt.Partition, pt.Offset, err))
