@@ -16,12 +16,10 @@ Usage:
   kmigrate cutover group G  move consumer group G to the target cluster
   kmigrate rollback group G move consumer group G back to the source
   kmigrate status           nodes, mirrored topics with lag, groups (--json for scripts)
-  kmigrate version          print the version
+  kmigrate version          print the version, VCS revision and Go version
 
 Run "kmigrate <command> -h" for the flags of a command.
 `
-
-var version = "dev"
 
 func main() {
 	if os.Getenv("GOGC") == "" {
@@ -45,7 +43,7 @@ func main() {
 	case "status":
 		err = runStatus(os.Args[2:], os.Stdout)
 	case "version", "--version":
-		fmt.Println("kmigrate", version)
+		fmt.Println(versionLine())
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:
