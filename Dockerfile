@@ -14,8 +14,12 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION}"
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/kmigrate /usr/local/bin/kmigrate
 USER nonroot:nonroot
+# The default --data-dir (kmigrate-data) is relative: keep it writable.
+WORKDIR /home/nonroot
 EXPOSE 9092 9644
 ENTRYPOINT ["/usr/local/bin/kmigrate"]
 # The admin listener on 0.0.0.0 needs a token: run with -e KMIGRATE_ADMIN_TOKEN=...
-# Every setting is also a KMIGRATE_* variable or a key of --config FILE.
+# Every setting is also a KMIGRATE_* variable or a key of --config FILE; these
+# two flags win over both, so a container using a config file gives its own
+# arguments (deploy/kubernetes/ does: ["proxy", "--config", FILE]).
 CMD ["proxy", "--listen", "0.0.0.0:9092", "--admin-listen", "0.0.0.0:9644"]
