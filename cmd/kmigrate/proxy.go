@@ -391,6 +391,7 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		return err
 	}
 	defer cp.store.Close()
+	reg.MustRegister(controlPlaneMetrics{cp.store})
 	cpHandler := &adminHandler{}
 	cpHandler.set(cp.store.Handler())
 	go cp.runAssigner(ctx, kgoOpts(up), selection, log)
