@@ -13,6 +13,7 @@ const usage = `kmigrate: move live Kafka applications between clusters.
 Usage:
   kmigrate demo             a whole migration on embedded clusters, with a verdict
   kmigrate proxy [flags]    serve clients in front of the source cluster
+                            (--config FILE.yaml, KMIGRATE_* variables; --print-config)
   kmigrate cutover group G  move consumer group G to the target cluster
   kmigrate rollback group G move consumer group G back to the source
   kmigrate status           nodes, mirrored topics with lag, groups (--json for scripts)
