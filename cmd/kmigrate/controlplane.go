@@ -129,6 +129,13 @@ func openControlPlane(f controlPlaneFlags, dataDir, adminAddr string, writer boo
 	if f.join != "" && adminAddr == "" {
 		return nil, errors.New("--join needs --admin-listen: nodes talk to each other through their admin servers")
 	}
+	if f.join != "" && f.join == adminAddr {
+		// Replicas of a StatefulSet share their arguments (and the image has
+		// no shell to vary them): the one whose --join names itself is the
+		// first member and bootstraps; the others join it.
+		log.Info("--join names this node: bootstrapping the cluster", "join", f.join)
+		f.join = ""
+	}
 	store, err := raftstore.Open(raftstore.Config{
 		NodeID: id.ID, DataDir: raftDir, RaftAddr: raftAddr, AdvertiseAddr: f.raftAdvertise,
 		AdminAddr: adminAddr, Voter: f.voter, Writer: writer, Join: f.join,

@@ -13,15 +13,14 @@ const usage = `kmigrate: move live Kafka applications between clusters.
 Usage:
   kmigrate demo             a whole migration on embedded clusters, with a verdict
   kmigrate proxy [flags]    serve clients in front of the source cluster
+                            (--config FILE.yaml, KMIGRATE_* variables; --print-config)
   kmigrate cutover group G  move consumer group G to the target cluster
   kmigrate rollback group G move consumer group G back to the source
   kmigrate status           nodes, mirrored topics with lag, groups (--json for scripts)
-  kmigrate version          print the version
+  kmigrate version          print the version, VCS revision and Go version
 
 Run "kmigrate <command> -h" for the flags of a command.
 `
-
-var version = "dev"
 
 func main() {
 	if os.Getenv("GOGC") == "" {
@@ -49,7 +48,7 @@ func main() {
 	case "status":
 		err = runStatus(os.Args[2:], os.Stdout)
 	case "version", "--version":
-		fmt.Println("kmigrate", version)
+		fmt.Println(versionLine())
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:

@@ -56,10 +56,10 @@ func (u *upstreamFlags) register(fs *flag.FlagSet, prefix, what string) {
 	fs.StringVar(&u.tlsServerName, prefix+"tls-server-name", "", "expected TLS server name of the "+what+" brokers")
 	fs.StringVar(&u.saslMechanism, prefix+"sasl-mechanism", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 toward the "+what+" cluster")
 	fs.StringVar(&u.saslUser, prefix+"sasl-username", "", "SASL username for the "+what+" cluster")
-	fs.StringVar(&u.saslPassword, prefix+"sasl-password", "", "SASL password for the "+what+" cluster (prefer the environment variable KMIGRATE_"+strings.ToUpper(strings.ReplaceAll(prefix, "-", "_"))+"SASL_PASSWORD)")
+	fs.StringVar(&u.saslPassword, prefix+"sasl-password", "", "SASL password for the "+what+" cluster (prefer the environment variable "+envName(prefix+"sasl-password")+")")
 }
 
-func (u *upstreamFlags) build(name, envPrefix string) (proxy.Upstream, error) {
+func (u *upstreamFlags) build(name string) (proxy.Upstream, error) {
 	up := proxy.Upstream{Name: name}
 	for _, s := range strings.Split(u.bootstrap, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -78,9 +78,6 @@ func (u *upstreamFlags) build(name, envPrefix string) (proxy.Upstream, error) {
 			return up, fmt.Errorf("--%s-tls: %w", name, err)
 		}
 		up.TLS = cfg
-	}
-	if pw := os.Getenv(envPrefix + "SASL_PASSWORD"); pw != "" && u.saslPassword == "" {
-		u.saslPassword = pw
 	}
 	mech, err := saslMechanism(u.saslMechanism, u.saslUser, u.saslPassword)
 	if err != nil {
@@ -162,7 +159,7 @@ func (f *mirrorFlags) build(log *slog.Logger) (*replicate.Config, proxy.Upstream
 	if f.target.bootstrap == "" {
 		return nil, proxy.Upstream{}, nil // no target: pass-through proxy only
 	}
-	up, err := f.target.build("target", "KMIGRATE_TARGET_")
+	up, err := f.target.build("target")
 	if err != nil {
 		return nil, up, err
 	}
@@ -250,59 +247,97 @@ func runProxy(args []string) error {
 	return serveProxy(ctx, args, nil)
 }
 
+// proxyOptions are the settings of "kmigrate proxy". The flag set built by
+// newProxyFlags is the one table of them: flags, KMIGRATE_* variables and the
+// YAML file all go through it (config.go).
+type proxyOptions struct {
+	source        upstreamFlags
+	mirror        mirrorFlags
+	cp            controlPlaneFlags
+	listen        string
+	advertise     string
+	adminListen   string
+	nodeID        int
+	clientTLSCert string
+	clientTLSKey  string
+	maxFrame      int
+	maxInFlight   int
+	logLevel      string
+	produceMode   string
+	adminToken    string
+	configFile    string
+	printConfig   bool
+}
+
+func newProxyFlags() (*flag.FlagSet, *proxyOptions) {
+	fs := flag.NewFlagSet("kmigrate proxy", flag.ContinueOnError)
+	o := &proxyOptions{}
+	fs.StringVar(&o.configFile, "config", "", "YAML file of settings, keys named as these flags; the command line and KMIGRATE_* variables win over it")
+	fs.BoolVar(&o.printConfig, "print-config", false, "print the effective configuration as YAML (secrets masked) and exit")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:9092", "client-facing address")
+	fs.StringVar(&o.advertise, "advertise", "", "host:port clients are told to use (default: the listen address)")
+	fs.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:9644", "admin HTTP address (/metrics, /healthz, /v1/...; raft joins and reports between nodes); empty disables it")
+	fs.IntVar(&o.nodeID, "node-id", 0, "broker id the proxy presents to clients")
+	fs.StringVar(&o.clientTLSCert, "client-tls-cert", "", "PEM certificate: serve clients over TLS")
+	fs.StringVar(&o.clientTLSKey, "client-tls-key", "", "PEM key for --client-tls-cert")
+	fs.IntVar(&o.maxFrame, "max-frame-bytes", 100<<20, "largest request or response frame accepted")
+	fs.IntVar(&o.maxInFlight, "max-in-flight", proxy.DefaultMaxInFlight, "outstanding requests per client connection before the proxy stops reading")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.produceMode, "produce-mode", "async", "async: acknowledge after the source; sync: after the source and the target (needs --target-bootstrap)")
+	fs.StringVar(&o.adminToken, "admin-token", "", "bearer token the admin API requires (default: $"+adminTokenEnv+"); required when --admin-listen is beyond loopback")
+	o.source.register(fs, "source-", "source")
+	o.mirror.register(fs)
+	o.cp.register(fs)
+	return fs, o
+}
+
 // serveProxy runs one kmigrate node (proxy, mirror, control plane, admin
 // API) from command-line arguments until ctx ends. ready, if set, is called
 // once clients and the admin API can connect (the demo drives a node this
 // way).
 func serveProxy(parent context.Context, args []string, ready func()) error {
-	fs := flag.NewFlagSet("kmigrate proxy", flag.ContinueOnError)
-	var (
-		source        upstreamFlags
-		mirror        mirrorFlags
-		listen        = fs.String("listen", "127.0.0.1:9092", "client-facing address")
-		advertise     = fs.String("advertise", "", "host:port clients are told to use (default: the listen address)")
-		adminListen   = fs.String("admin-listen", "127.0.0.1:9644", "admin HTTP address (/metrics, /healthz, /v1/...; raft joins and reports between nodes); empty disables it")
-		nodeID        = fs.Int("node-id", 0, "broker id the proxy presents to clients")
-		clientTLSCert = fs.String("client-tls-cert", "", "PEM certificate: serve clients over TLS")
-		clientTLSKey  = fs.String("client-tls-key", "", "PEM key for --client-tls-cert")
-		maxFrame      = fs.Int("max-frame-bytes", 100<<20, "largest request or response frame accepted")
-		maxInFlight   = fs.Int("max-in-flight", proxy.DefaultMaxInFlight, "outstanding requests per client connection before the proxy stops reading")
-		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
-		produceMode   = fs.String("produce-mode", "async", "async: acknowledge after the source; sync: after the source and the target (needs --target-bootstrap)")
-		adminTokenArg = fs.String("admin-token", "", "bearer token the admin API requires (default: $"+adminTokenEnv+"); required when --admin-listen is beyond loopback")
-	)
-	source.register(fs, "source-", "source")
-	mirror.register(fs)
-	var cpFlags controlPlaneFlags
-	cpFlags.register(fs)
-	if err := fs.Parse(args); err != nil {
+	fs, o := newProxyFlags()
+	origins, warnings, err := loadConfig(fs, args, os.LookupEnv, os.Environ())
+	if err != nil {
 		return err
 	}
+	if o.printConfig {
+		for _, w := range warnings {
+			fmt.Fprintln(os.Stderr, "warning:", w)
+		}
+		return writeEffectiveConfig(os.Stdout, fs, origins)
+	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	if o.configFile != "" {
+		log.Info("configuration file read", "path", o.configFile)
+	}
 
-	up, err := source.build("source", "KMIGRATE_SOURCE_")
+	up, err := o.source.build("source")
 	if err != nil {
 		return err
 	}
-	if *maxFrame <= 0 || *maxFrame > 1<<30 {
-		return fmt.Errorf("--max-frame-bytes must be between 1 and 1073741824, got %d", *maxFrame)
+	if o.maxFrame <= 0 || o.maxFrame > 1<<30 {
+		return fmt.Errorf("--max-frame-bytes must be between 1 and 1073741824, got %d", o.maxFrame)
 	}
 	cfg := proxy.Config{
-		Listen:        *listen,
-		Advertise:     *advertise,
-		NodeID:        int32(*nodeID),
-		MaxFrameBytes: int32(*maxFrame),
-		MaxInFlight:   *maxInFlight,
+		Listen:        o.listen,
+		Advertise:     o.advertise,
+		NodeID:        int32(o.nodeID),
+		MaxFrameBytes: int32(o.maxFrame),
+		MaxInFlight:   o.maxInFlight,
 		Source:        up,
 		Logger:        log,
 	}
-	if *clientTLSCert != "" || *clientTLSKey != "" {
-		cert, err := tls.LoadX509KeyPair(*clientTLSCert, *clientTLSKey)
+	if o.clientTLSCert != "" || o.clientTLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(o.clientTLSCert, o.clientTLSKey)
 		if err != nil {
 			return fmt.Errorf("--client-tls-cert/--client-tls-key: %w", err)
 		}
@@ -312,16 +347,16 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Metrics = proxy.NewMetrics(reg)
 
-	mirrorCfg, targetUp, err := mirror.build(log)
+	mirrorCfg, targetUp, err := o.mirror.build(log)
 	if err != nil {
 		return err
 	}
-	selection, err := mirror.selection()
+	selection, err := o.mirror.selection()
 	if err != nil {
 		return err
 	}
 	current := &currentMirror{}
-	switch *produceMode {
+	switch o.produceMode {
 	case "async":
 	case "sync":
 		if mirrorCfg == nil {
@@ -329,7 +364,7 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		}
 		cfg.SyncProduce, cfg.Mirror = true, current
 	default:
-		return fmt.Errorf("--produce-mode must be async or sync, got %q", *produceMode)
+		return fmt.Errorf("--produce-mode must be async or sync, got %q", o.produceMode)
 	}
 
 	ctx, stop := context.WithCancel(parent)
@@ -338,24 +373,25 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 	// The admin listener exists before the control plane: its address is
 	// recorded in the membership, and other nodes reach this one there.
 	var adminLn net.Listener
-	if *adminListen != "" {
-		if adminLn, err = net.Listen("tcp", *adminListen); err != nil {
-			return fmt.Errorf("--admin-listen %s: %w", *adminListen, err)
+	if o.adminListen != "" {
+		if adminLn, err = net.Listen("tcp", o.adminListen); err != nil {
+			return fmt.Errorf("--admin-listen %s: %w", o.adminListen, err)
 		}
 		defer adminLn.Close()
-		if err := checkAdminExposure(adminLn, adminToken(*adminTokenArg)); err != nil {
+		if err := checkAdminExposure(adminLn, o.adminToken); err != nil {
 			return err
 		}
 	}
-	cpFlags.adminToken = adminToken(*adminTokenArg)
+	o.cp.adminToken = o.adminToken
 	// The control plane (raft in --data-dir: a single self-bootstrapped node
 	// unless --join) holds the offset maps, the routes and which node writes
 	// each partition's mirror.
-	cp, err := openControlPlane(cpFlags, mirror.dataDir, advertisedAdmin(cpFlags.adminAdvertise, adminLn), mirrorCfg != nil, log)
+	cp, err := openControlPlane(o.cp, o.mirror.dataDir, advertisedAdmin(o.cp.adminAdvertise, adminLn), mirrorCfg != nil, log)
 	if err != nil {
 		return err
 	}
 	defer cp.store.Close()
+	reg.MustRegister(controlPlaneMetrics{cp.store})
 	cpHandler := &adminHandler{}
 	cpHandler.set(cp.store.Handler())
 	go cp.runAssigner(ctx, kgoOpts(up), selection, log)
@@ -389,7 +425,7 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		}()
 		// Stop and wait for the mirror before the store closes: it flushes its map on exit.
 		defer func() { stop(); mirrorDone.Wait() }()
-		log.Info("mirroring to the target", "target", mirror.target.bootstrap, "topics", mirror.topics, "exclude", mirror.excludeTopics, "data_dir", mirror.dataDir)
+		log.Info("mirroring to the target", "target", o.mirror.target.bootstrap, "topics", o.mirror.topics, "exclude", o.mirror.excludeTopics, "data_dir", o.mirror.dataDir)
 
 		srcClient, err := kgo.NewClient(kgoOpts(up)...)
 		if err != nil {
@@ -427,7 +463,7 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 			(&groupAPI{cutover: cutover, routes: routes, log: log, flips: flips}).register(mux)
 			(&topicAPI{cutover: topicCutover, routes: routes, log: log, flips: flips}).register(mux)
 		}
-		srv := &http.Server{Addr: *adminListen, Handler: requireToken(cpFlags.adminToken, mux), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Addr: o.adminListen, Handler: requireToken(o.cp.adminToken, mux), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("admin server stopped", "err", err)
