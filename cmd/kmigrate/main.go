@@ -16,6 +16,7 @@ Usage:
   kmigrate cutover group G  move consumer group G to the target cluster
   kmigrate rollback group G move consumer group G back to the source
   kmigrate status           nodes, mirrored topics with lag, groups (--json for scripts)
+  kmigrate verify           compare source and target through the offset map; exit 1 on a mismatch
   kmigrate version          print the version
 
 Run "kmigrate <command> -h" for the flags of a command.
@@ -44,6 +45,8 @@ func main() {
 		err = runGroupCommand(os.Args[1], os.Args[2:])
 	case "status":
 		err = runStatus(os.Args[2:], os.Stdout)
+	case "verify":
+		err = runVerify(os.Args[2:], os.Stdout)
 	case "version", "--version":
 		fmt.Println("kmigrate", version)
 	case "-h", "--help", "help":
