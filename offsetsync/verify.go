@@ -19,26 +19,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Verify compares the source and target clusters through the offset map, per
-// topic-partition: end offsets, what the map names on each side, and the
-// records themselves over the last mapped records. It also lists where each
-// consumer group has committed on each side. A cutover runs it first.
-//
-// Verdicts and what they mean for a cutover:
-//
-//   - ok: the target holds exactly what the map says, and the mirror has
-//     copied up to the source's end.
-//   - lag: consistent, but the source has offsets past what is mapped. Not a
-//     refusal: a cutover waits for the mirror itself (Covered).
-//   - mismatch: the clusters disagree (different or missing records, target
-//     records the map does not name, a target shorter than the map). Refuses.
-//   - unmapped: the source has records but the partition has no map (the
-//     mirror has not started it, or the topic is not in its selection). Refuses.
-//   - error: the partition could not be checked. Refuses: nothing was shown.
-//
-// Groups are listed for people and never refuse: a group on the target has
-// committed there since its cutover, so its source commit is stale by design.
-
 // DefaultChecksumRecords is how many of the last mapped records of each
 // partition Verify reads from both clusters when VerifyConfig.ChecksumRecords
 // is 0.
@@ -47,7 +27,18 @@ const DefaultChecksumRecords = 1000
 // ErrUnknownTopic is returned by Verify for a topic the source does not have.
 var ErrUnknownTopic = errors.New("unknown topic: not on the source cluster")
 
-// Verdict is the outcome of verifying one partition.
+// Verdict is the outcome of verifying one partition, and what it means for
+// a cutover:
+//
+//   - ok: the target holds exactly what the map says, and the mirror has
+//     copied up to the source's end.
+//   - lag: consistent, but the source has offsets past what is mapped. Not a
+//     refusal: a cutover waits for the mirror itself (Covered).
+//   - mismatch: the clusters disagree (different or missing records, target
+//     records the map does not name, a side shorter than the map). Refuses.
+//   - unmapped: the source has records but the partition has no map (the
+//     mirror has not started it, or the topic is not in its selection). Refuses.
+//   - error: the partition could not be checked. Refuses: nothing was shown.
 type Verdict string
 
 const (
@@ -183,10 +174,17 @@ type GroupPartition struct {
 	Note           string `json:"note,omitempty"`
 }
 
-// Verify compares the clusters; see the package comment above VerifyConfig.
+// Verify compares the source and target clusters through the offset map, per
+// partition of cfg.Topics: ends, what the map names on each side, and the
+// records themselves over the last mapped ones (see Verdict). It also lists
+// where each group has committed on each side; groups never fail the
+// report, since a group on the target has committed there since its cutover
+// and its source commit is stale by design. A cutover runs it first and
+// refuses unless the report is OK.
+//
 // It returns an error for a request it cannot serve (no topics, a topic the
-// source does not have, a cluster that does not answer); partitions that
-// cannot be checked are reported with the error verdict instead.
+// source does not have, ErrUnknownTopic; a cluster that does not answer);
+// partitions that cannot be checked get the error verdict instead.
 func Verify(ctx context.Context, cfg VerifyConfig) (VerifyReport, error) {
 	cfg = cfg.withDefaults()
 	rep := VerifyReport{Time: time.Now().UTC(), Partitions: []PartitionVerify{}, Groups: []GroupVerify{}}
