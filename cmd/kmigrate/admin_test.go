@@ -25,6 +25,7 @@ import (
 // through it, as the demo starts one.
 type adminNode struct {
 	admin, listen, topic, group string
+	source, target              string // the embedded clusters' addresses
 	work                        *demoWorkload
 }
 
@@ -42,7 +43,8 @@ func startAdminNode(t *testing.T, extra ...string) *adminNode {
 		t.Fatal(err)
 	}
 	t.Cleanup(dst.Close)
-	n := &adminNode{admin: freePort(), listen: freePort(), topic: "status-orders", group: "status-page-app"}
+	n := &adminNode{admin: freePort(), listen: freePort(), topic: "status-orders", group: "status-page-app",
+		source: src.ListenAddrs()[0], target: dst.ListenAddrs()[0]}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := createDemoTopic(ctx, src.ListenAddrs()[0], n.topic, 3); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,9 @@ Usage:
                             (--config FILE.yaml, KMIGRATE_* variables; --print-config)
   kmigrate cutover group G  move consumer group G to the target cluster
   kmigrate rollback group G move consumer group G back to the source
+  kmigrate cutover topic T  move topic T's producers to the target (holds produces briefly)
   kmigrate status           nodes, mirrored topics with lag, groups (--json for scripts)
+  kmigrate verify           compare source and target through the offset map; exit 1 on a mismatch
   kmigrate version          print the version, VCS revision and Go version
 
 Run "kmigrate <command> -h" for the flags of a command.
@@ -47,6 +49,8 @@ func main() {
 		}
 	case "status":
 		err = runStatus(os.Args[2:], os.Stdout)
+	case "verify":
+		err = runVerify(os.Args[2:], os.Stdout)
 	case "version", "--version":
 		fmt.Println(versionLine())
 	case "-h", "--help", "help":

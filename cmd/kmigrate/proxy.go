@@ -402,6 +402,9 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		routes       groupRoutes
 		cutover      *offsetsync.Cutover
 		topicCutover *offsetsync.TopicCutover
+		// Without a target the verify API answers that there is nothing
+		// to compare.
+		verifier = &verifyAPI{maps: mapReader{cp.maps}.OffsetMap, state: cp.store.State}
 	)
 	if mirrorCfg != nil {
 		mirrorCfg.Source, mirrorCfg.Maps, mirrorCfg.Owns = kgoOpts(up), cp.maps, cp.maps.Owns
@@ -437,6 +440,7 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 			return err
 		}
 		defer dstClient.Close()
+		verifier.source, verifier.target = srcClient, dstClient
 		cutover = &offsetsync.Cutover{
 			Source: srcClient, Target: dstClient, Phases: routes, Gate: p,
 			Maps: mapReader{cp.maps}.OffsetMap, Covered: current.Covered, Log: log,
@@ -459,6 +463,7 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		verifier.register(mux)
 		if cutover != nil {
 			(&groupAPI{cutover: cutover, routes: routes, log: log, flips: flips}).register(mux)
 			(&topicAPI{cutover: topicCutover, routes: routes, log: log, flips: flips}).register(mux)
