@@ -48,8 +48,8 @@ type TopicCutover struct {
 	// topic's produces meanwhile, so past it the flip is reverted and the
 	// held produces go to the source.
 	HoldTimeout time.Duration
-	// Verify, if set, runs before anything changes; an error refuses the
-	// flip.
+	// Verify, if set, runs before anything changes (unless forced); an
+	// error refuses the flip.
 	Verify func(ctx context.Context, topic string) error
 	Log    *slog.Logger
 }
@@ -81,8 +81,8 @@ var ErrRollbackUnsupported = errors.New("topic rollback needs the reverse mirror
 var ErrTargetNotEmpty = errors.New("the target holds records the mirror did not write")
 
 // Run flips topic's producers to the target (toTarget). Asked twice, the
-// second call reports AlreadyDone.
-func (c *TopicCutover) Run(ctx context.Context, topic string, toTarget bool) (TopicReport, error) {
+// second call reports AlreadyDone. force skips Verify.
+func (c *TopicCutover) Run(ctx context.Context, topic string, toTarget, force bool) (TopicReport, error) {
 	start := time.Now()
 	rep := TopicReport{Topic: topic, From: "source", To: "target"}
 	if !toTarget {
@@ -105,7 +105,7 @@ func (c *TopicCutover) Run(ctx context.Context, topic string, toTarget bool) (To
 	default:
 		return rep, fmt.Errorf("topic %s is %s: %w", topic, cur, ErrInProgress)
 	}
-	if c.Verify != nil && cur == PrimarySource {
+	if c.Verify != nil && cur == PrimarySource && !force {
 		if err := c.Verify(ctx, topic); err != nil {
 			return rep, fmt.Errorf("verify %s before the flip: %w", topic, err)
 		}

@@ -448,6 +448,7 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		topicCutover = &offsetsync.TopicCutover{
 			Source: srcClient, Target: dstClient, Topics: routes, Gate: p,
 			Maps: mapReader{cp.maps}.OffsetMap, Covered: current.Covered, Log: log,
+			Verify: verifyBeforeFlip(verifier),
 		}
 	}
 

@@ -68,7 +68,7 @@ func (a *topicAPI) move(w http.ResponseWriter, r *http.Request, toTarget bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
-	rep, err := a.cutover.Run(ctx, topic, toTarget)
+	rep, err := a.cutover.Run(ctx, topic, toTarget, r.URL.Query().Get("force") == "true")
 	a.flips.addTopic(map[bool]string{true: "cutover", false: "rollback"}[toTarget], start, rep, err)
 	if err != nil {
 		status := http.StatusInternalServerError
@@ -77,6 +77,8 @@ func (a *topicAPI) move(w http.ResponseWriter, r *http.Request, toTarget bool) {
 			status = http.StatusConflict
 		case errors.Is(err, offsetsync.ErrRollbackUnsupported):
 			status = http.StatusNotImplemented
+		case errors.Is(err, errVerifyRefused):
+			status = http.StatusPreconditionFailed
 		}
 		writeJSON(w, status, map[string]any{"error": err.Error(), "report": rep})
 		return
@@ -96,21 +98,47 @@ func (l *flipLog) addTopic(verb string, start time.Time, rep offsetsync.TopicRep
 	l.push(f)
 }
 
+// errVerifyRefused marks a flip refused because verify found a problem.
+var errVerifyRefused = errors.New("verify refuses the flip (use --force to flip anyway)")
+
+// verifyBeforeFlip is TopicCutover.Verify: the same comparison as
+// `kmigrate verify --topic T`, refusing on a mismatch (lag is fine: the
+// flip waits for the mirror itself).
+func verifyBeforeFlip(v *verifyAPI) func(ctx context.Context, topic string) error {
+	return func(ctx context.Context, topic string) error {
+		rep, err := offsetsync.Verify(ctx, offsetsync.VerifyConfig{
+			Source: v.source, Target: v.target, Maps: v.maps, Topics: []string{topic}, Settle: time.Second,
+		})
+		if err != nil {
+			return fmt.Errorf("verify %s: %w", topic, err)
+		}
+		if !rep.OK() {
+			return fmt.Errorf("%w: %s", errVerifyRefused, strings.Join(rep.Problems(), "; "))
+		}
+		return nil
+	}
+}
+
 // runTopicCommand is `kmigrate cutover topic T` and `kmigrate rollback topic T`.
 func runTopicCommand(verb string, args []string) error {
 	fs := flag.NewFlagSet("kmigrate "+verb, flag.ContinueOnError)
 	admin := fs.String("admin", "127.0.0.1:9644", "admin address of a kmigrate proxy")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	force := fs.Bool("force", false, "flip even if `kmigrate verify` finds a mismatch")
 	token := fs.String("admin-token", "", "bearer token of the admin API (default: $"+adminTokenEnv+")")
 	if len(args) < 2 {
-		return fmt.Errorf("usage: kmigrate %s topic TOPIC [--admin HOST:PORT] [--json]", verb)
+		return fmt.Errorf("usage: kmigrate %s topic TOPIC [--admin HOST:PORT] [--force] [--json]", verb)
 	}
 	topic := args[1]
 	if err := fs.Parse(args[2:]); err != nil {
 		return err
 	}
 	start := time.Now()
-	resp, err := newAdminClient(*admin, *token).do(http.MethodPost, fmt.Sprintf("/v1/topics/%s/%s", url.PathEscape(topic), verb))
+	path := fmt.Sprintf("/v1/topics/%s/%s", url.PathEscape(topic), verb)
+	if *force {
+		path += "?force=true"
+	}
+	resp, err := newAdminClient(*admin, *token).do(http.MethodPost, path)
 	if err != nil {
 		return fmt.Errorf("%s topic %s: %w", verb, topic, err)
 	}

@@ -48,7 +48,12 @@ func TestVerifyAPI(t *testing.T) {
 				}
 			}
 			ans = a
-			return len(ans.Partitions) == 3 && ans.OK
+			compared := 0
+			for _, p := range a.Partitions {
+				compared += p.Checked
+			}
+			// Wait for the mirror to have copied something to compare.
+			return len(ans.Partitions) == 3 && ans.OK && compared > 0
 		})
 		checked := 0
 		for _, p := range ans.Partitions {
@@ -155,6 +160,16 @@ func TestVerifyAPI(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "1 partitions refuse a cutover") || !strings.Contains(out.String(), "MISMATCH") ||
 			!strings.Contains(out.String(), "REFUSED") {
 			t.Errorf("CLI on a mismatch: %v\n%s", err, out.String())
+		}
+
+		// A topic cutover runs verify first and refuses; produces are
+		// never held for it.
+		code, body = n.call(t, http.MethodPost, "/v1/topics/"+n.topic+"/cutover", testToken)
+		if code != http.StatusPreconditionFailed || !strings.Contains(string(body), "mismatch") {
+			t.Fatalf("topic cutover on a mismatch: %d %s", code, body)
+		}
+		if code, body := n.call(t, http.MethodGet, "/v1/topics/"+n.topic, testToken); code != http.StatusOK || !strings.Contains(string(body), `"primary":"source"`) {
+			t.Fatalf("topic after a refused cutover: %d %s", code, body)
 		}
 	})
 }
