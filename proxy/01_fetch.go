@@ -2,6 +2,9 @@ package proxy
 
 import (
 	"context"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kmigrate/kmigrate/protocol"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -48,11 +51,17 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	if err != nil {
 		return nil, err
 	}
+	wait := func(ctx context.Context, i int) ([]byte, error) {
+		if order[i].cluster == c.p.source && c.p.target != nil {
+			return c.waitSourceFetch(ctx, calls[i], split[order[i]], r.APIVersion)
+		}
+		return calls[i].wait(ctx)
+	}
 	return func(ctx context.Context) ([]byte, error) {
 		if len(calls) == 1 && order[0].cluster == c.p.source {
 			// The common case: forward the upstream bytes as they are when
 			// nothing names an upstream broker, saving a copy of every batch.
-			body, err := calls[0].wait(ctx)
+			body, err := wait(ctx, 0)
 			if err != nil {
 				return nil, err
 			}
@@ -66,9 +75,15 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			resp.SessionID = 0
 			return resp.AppendTo(nil), nil
 		}
-		resps, err := gather[kmsg.FetchResponse](ctx, calls, r.APIVersion)
-		if err != nil {
-			return nil, err
+		resps := make([]*kmsg.FetchResponse, len(calls))
+		for i := range calls {
+			body, err := wait(ctx, i)
+			if err != nil {
+				return nil, err
+			}
+			if resps[i], err = decodeResponse[kmsg.FetchResponse](body, r.APIVersion); err != nil {
+				return nil, err
+			}
 		}
 		for i, resp := range resps {
 			if order[i].cluster == c.p.target {
@@ -91,6 +106,48 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		c.p.rewriteFetchHints(merged)
 		return merged.AppendTo(nil), nil
 	}, nil
+}
+
+// waitSourceFetch waits for a fetch sent to the source, unless a topic in it
+// flips to the target meanwhile: the source then gets no new records for
+// it, and the fetch would long-poll there for its whole max wait (seconds of
+// pause after every flip). Such a fetch is answered at once with
+// NOT_LEADER_OR_FOLLOWER, which makes clients refresh metadata and fetch
+// again, this time from the target; the source's late answer is discarded.
+func (c *clientConn) waitSourceFetch(ctx context.Context, cl *call, topics []kmsg.FetchRequestTopic, version int16) ([]byte, error) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-cl.done:
+			return cl.wait(ctx)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+		for _, t := range topics {
+			if c.p.servedByTarget(t.Topic) {
+				return moved(topics, version), nil
+			}
+		}
+	}
+}
+
+// moved answers every partition of topics NOT_LEADER_OR_FOLLOWER.
+func moved(topics []kmsg.FetchRequestTopic, version int16) []byte {
+	resp := kmsg.NewPtrFetchResponse()
+	resp.Version = version
+	for _, t := range topics {
+		rt := kmsg.NewFetchResponseTopic()
+		rt.Topic, rt.TopicID = t.Topic, t.TopicID
+		for _, p := range t.Partitions {
+			rp := kmsg.NewFetchResponseTopicPartition()
+			rp.Partition, rp.ErrorCode = p.Partition, kerr.NotLeaderForPartition.Code
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = append(resp.Topics, rt)
+	}
+	return resp.AppendTo(nil)
 }
 
 // fetchRouter routes each partition of a fetch: to the target when its

@@ -441,7 +441,9 @@ func (m *Mirror) Covered(ctx context.Context, tp Partition, v int64) error {
 		st := m.parts[tp]
 		ok := st != nil && st.seen >= v && st.firstUnstored() >= v
 		m.mu.Unlock()
-		if ok {
+		// A flipped partition is covered: the flip waited for everything
+		// the source had, and the map is exact beyond it.
+		if ok || m.flipped(tp) {
 			return nil
 		}
 		if st == nil {

@@ -108,15 +108,18 @@ func runDemo(args []string) error {
 	}
 	defer w.close()
 
-	// Flips at a quarter, half and three quarters of the traffic.
+	// The group moves, comes back and moves again; then the topic's
+	// producers move, evenly spread over the traffic.
 	type flip struct {
+		what    string // "group" or "topic"
 		verb    string
 		at      time.Time
 		took    time.Duration
 		report  offsetsync.Report
+		topic   offsetsync.TopicReport
 		failure string
 	}
-	plan := []string{"cutover", "rollback", "cutover"}
+	plan := []struct{ what, verb string }{{"group", "cutover"}, {"group", "rollback"}, {"group", "cutover"}, {"topic", "cutover"}}
 	var flips []flip
 	start := time.Now()
 	ticker := time.NewTicker(time.Second)
@@ -130,21 +133,30 @@ func runDemo(args []string) error {
 		}
 		elapsed := time.Since(start)
 		if next < len(plan) && elapsed >= time.Duration(next+1)**traffic/time.Duration(len(plan)+1) {
-			f := flip{verb: plan[next], at: time.Now()}
-			f.report, err = moveGroup(admin, group, f.verb)
+			f := flip{what: plan[next].what, verb: plan[next].verb, at: time.Now()}
+			if f.what == "group" {
+				f.report, err = moveGroup(admin, group, f.verb)
+			} else {
+				f.topic, err = moveTopic(admin, topic, f.verb)
+			}
 			f.took = time.Since(f.at)
 			if err != nil {
 				f.failure = err.Error()
 			}
 			flips = append(flips, f)
-			say("  %-8s group %s: %s → %s in %s (drain %s, %d/%d members rejoined)%s", f.verb, group, f.report.From, f.report.To,
-				f.took.Round(time.Millisecond), f.report.Drain.Round(time.Millisecond), f.report.Rejoined, f.report.Members, failureSuffix(f.failure))
+			if f.what == "group" {
+				say("  %-8s group %s: %s → %s in %s (drain %s, %d/%d members rejoined)%s", f.verb, group, f.report.From, f.report.To,
+					f.took.Round(time.Millisecond), f.report.Drain.Round(time.Millisecond), f.report.Rejoined, f.report.Members, failureSuffix(f.failure))
+			} else {
+				say("  %-8s topic %s: producers %s → %s in %s (produces held %s)%s", f.verb, topic, f.topic.From, f.topic.To,
+					f.took.Round(time.Millisecond), f.topic.Hold.Round(time.Millisecond), failureSuffix(f.failure))
+			}
 			next++
 		}
 		produced, consumed := w.counts()
 		mirrored := endOffsets(ctx, *target, topic)
-		say("t=%2ds  group on %-6s  produced %6d  consumed %6d  mirrored %6d  (lag %d)", int(elapsed.Seconds()),
-			phaseOf(admin, group), produced, consumed, mirrored, int64(produced)-mirrored)
+		say("t=%2ds  group on %-6s  producers on %-6s  produced %6d  consumed %6d  in target %6d  (lag %d)", int(elapsed.Seconds()),
+			phaseOf(admin, group), primaryOf(admin, topic), produced, consumed, mirrored, max(0, int64(produced)-mirrored))
 	}
 
 	sent := w.stopProducing()
@@ -174,7 +186,12 @@ func runDemo(args []string) error {
 	say("  redelivered beyond commit   %d", v.beyondCommit)
 	say("  reordered                   %d", v.reordered)
 	for _, f := range flips {
-		say("  %-8s command %-8s pause %s%s", f.verb, f.took.Round(time.Millisecond), w.pauseAround(f.at, f.took).Round(time.Millisecond), failureSuffix(f.failure))
+		extra := ""
+		if f.what == "topic" {
+			extra = fmt.Sprintf(", produces held %s", f.topic.Hold.Round(time.Millisecond))
+		}
+		say("  %-8s %-5s command %-8s consumer pause %s%s%s", f.verb, f.what, f.took.Round(time.Millisecond),
+			w.pauseAround(f.at, f.took).Round(time.Millisecond), extra, failureSuffix(f.failure))
 	}
 	say("  a consumer pointed straight at the target resumes at the group's last commit: %v", resumeOK)
 	failed := v.lost != 0 || v.afterCommit != 0 || v.reordered != 0 || !resumeOK
@@ -236,6 +253,32 @@ func moveGroup(admin, group, verb string) (offsetsync.Report, error) {
 		return rep, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
 	return rep, json.Unmarshal(body, &rep)
+}
+
+// moveTopic calls the node's admin API, as `kmigrate cutover topic` does.
+func moveTopic(admin, topic, verb string) (offsetsync.TopicReport, error) {
+	var rep offsetsync.TopicReport
+	resp, err := newAdminClient(admin, "").do(http.MethodPost, fmt.Sprintf("/v1/topics/%s/%s", topic, verb))
+	if err != nil {
+		return rep, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return rep, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	return rep, json.Unmarshal(body, &rep)
+}
+
+func primaryOf(admin, topic string) string {
+	resp, err := newAdminClient(admin, "").do(http.MethodGet, "/v1/topics/"+topic)
+	if err != nil {
+		return "?"
+	}
+	defer resp.Body.Close()
+	var out struct{ Primary string }
+	json.NewDecoder(resp.Body).Decode(&out)
+	return out.Primary
 }
 
 func phaseOf(admin, group string) string {

@@ -22,7 +22,9 @@ import (
 type metricRecorder struct{ names map[string]bool }
 
 func (r metricRecorder) Register(c prometheus.Collector) error {
-	_, histogram := c.(*prometheus.HistogramVec)
+	_, histogramVec := c.(*prometheus.HistogramVec)
+	_, single := c.(prometheus.Histogram)
+	histogram := histogramVec || single
 	ch := make(chan *prometheus.Desc, 16)
 	go func() { c.Describe(ch); close(ch) }()
 	for d := range ch {
