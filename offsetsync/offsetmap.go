@@ -296,3 +296,48 @@ func (m OffsetMap) MirroredEnd() int64 {
 	}
 	return m.End()
 }
+
+// FillSource records that the reverse mirror copied the target records of
+// the open segment's first length virtual offsets to the source, at source
+// offsets from source on: the open segment is split into a closed segment
+// holding both clusters (merged into the one before it when the shift is
+// the same) and an open remainder. A range already filled identically is
+// accepted and ignored (a retried write); anything else is refused.
+func (m *OffsetMap) FillSource(virtual, source, length int64) (changed bool, err error) {
+	last, ok := m.Last()
+	if !ok || !last.Open() {
+		return false, fmt.Errorf("%w: the map has no open segment to fill (topic not flipped)", ErrSegment)
+	}
+	if length <= 0 || source < 0 {
+		return false, fmt.Errorf("%w: fill of %d records at source %d", ErrSegment, length, source)
+	}
+	if virtual < last.Virtual {
+		// Already filled: it must agree with what is there.
+		for v, s := virtual, source; v < virtual+length; v, s = v+1, s+1 {
+			got, ok := m.VirtualToSource(v)
+			if !ok || got != s {
+				return false, fmt.Errorf("%w: virtual %d already maps to another source offset", ErrSegment, v)
+			}
+		}
+		return false, nil
+	}
+	if virtual != last.Virtual {
+		return false, fmt.Errorf("%w: fill at virtual %d leaves a hole before it (open segment starts at %d)", ErrSegment, virtual, last.Virtual)
+	}
+	closed := Segment{Virtual: last.Virtual, Source: source, Target: last.Target, Length: length}
+	rest := (*m)[:len(*m)-1].Clone()
+	if _, err := rest.Append(closed); err != nil {
+		return false, err
+	}
+	rest = append(rest, OpenSegment(last.Virtual+length, last.Target+length))
+	*m = rest
+	return true, nil
+}
+
+// CloseOpen drops a flipped map's open segment (a topic's producers going
+// back to the source): what the reverse mirror filled stays.
+func (m *OffsetMap) CloseOpen() {
+	if m.Flipped() {
+		*m = (*m)[:len(*m)-1]
+	}
+}

@@ -255,3 +255,35 @@ func BenchmarkTargetToVirtual(b *testing.B) {
 		}
 	}
 }
+
+func TestFillSource(t *testing.T) {
+	m := OffsetMap{{Virtual: 0, Source: 0, Target: 0, Length: 100}}
+	if _, err := m.Append(OpenSegment(105, 100)); err != nil { // 5 markers at the source's tail
+		t.Fatal(err)
+	}
+	if _, err := m.FillSource(105, 105, 10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.FillSource(115, 115, 5); err != nil {
+		t.Fatal(err)
+	}
+	if len(m) != 3 || m[1] != (Segment{Virtual: 105, Source: 105, Target: 100, Length: 15}) || !m.Flipped() || m[2].Virtual != 120 || m[2].Target != 115 {
+		t.Fatalf("map after two fills: %+v", m)
+	}
+	if changed, err := m.FillSource(110, 110, 3); err != nil || changed {
+		t.Fatalf("a repeated fill must be a no-op: %v %v", changed, err)
+	}
+	if _, err := m.FillSource(110, 111, 3); err == nil {
+		t.Fatal("a fill that disagrees must be refused")
+	}
+	if _, err := m.FillSource(125, 125, 1); err == nil {
+		t.Fatal("a fill after a hole must be refused")
+	}
+	if v, ok := m.TargetToVirtual(117); !ok || v != 122 {
+		t.Fatalf("target 117 → %d %v, want 122", v, ok)
+	}
+	m.CloseOpen()
+	if m.Flipped() || m.End() != 120 {
+		t.Fatalf("closed map: %+v", m)
+	}
+}

@@ -26,6 +26,7 @@ const (
 	CmdReportApplied    CommandType = 8
 	CmdSetNodeDead      CommandType = 9
 	CmdRemoveNode       CommandType = 10
+	CmdFillSource       CommandType = 11
 )
 
 // IgnoreUnknownFlag, set on a type byte, tells nodes that do not know the
@@ -106,6 +107,7 @@ var commandVersions = map[CommandType]uint8{
 	CmdReportApplied:    1,
 	CmdSetNodeDead:      1,
 	CmdRemoveNode:       1,
+	CmdFillSource:       1,
 }
 
 // decoders decode a body of a given version. One decoder per type serves all
@@ -121,6 +123,7 @@ var decoders = map[CommandType]func(version uint8, body []byte) (Command, error)
 	CmdReportApplied:    decodeJSON[ReportApplied],
 	CmdSetNodeDead:      decodeJSON[SetNodeDead],
 	CmdRemoveNode:       decodeJSON[RemoveNode],
+	CmdFillSource:       decodeJSON[FillSource],
 }
 
 // EncodeCommand encodes c as proposed at time at:

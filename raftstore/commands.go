@@ -61,6 +61,9 @@ type SetTopicPrimary struct {
 	// The writer-ownership check of AppendSegments does not apply: the flip
 	// starts where the mirror, fenced by the held produces, stopped.
 	Segments []PartitionSegment `json:"segments,omitempty"`
+	// CloseOpen drops the open segment of every partition of the topic in
+	// the same step (producers going back to the source).
+	CloseOpen bool `json:"close_open,omitempty"`
 }
 
 // PartitionSegment is one segment for one partition of the command's topic.
@@ -105,6 +108,18 @@ func (c SetTopicPrimary) apply(s *state, x applyCtx) Result {
 			return refuse(ErrBadCommand, "topic %q partition %d: %v", c.Topic, ps.Partition, err)
 		}
 		grown[tp] = m
+	}
+	if c.CloseOpen {
+		for tp, m := range s.maps {
+			if tp.Topic == c.Topic && m.Flipped() {
+				if _, ok := grown[tp]; !ok {
+					grown[tp] = m.Clone()
+				}
+				g := grown[tp]
+				g.CloseOpen()
+				grown[tp] = g
+			}
+		}
 	}
 	for tp, m := range grown {
 		s.maps[tp] = m
@@ -358,6 +373,30 @@ func (c RemoveNode) apply(s *state, _ applyCtx) Result {
 	return Result{Changed: true}
 }
 
+// FillSource records the reverse mirror's progress on a flipped partition:
+// the open segment's first Length records are now also in the source, from
+// Source on (offsetsync.OffsetMap.FillSource).
+type FillSource struct {
+	TopicPartition
+	Virtual int64 `json:"virtual"`
+	Source  int64 `json:"source"`
+	Length  int64 `json:"length"`
+}
+
+func (FillSource) Type() CommandType { return CmdFillSource }
+
+func (c FillSource) apply(s *state, _ applyCtx) Result {
+	m := s.maps[c.TopicPartition].Clone()
+	changed, err := m.FillSource(c.Virtual, c.Source, c.Length)
+	if err != nil {
+		return refuse(ErrBadCommand, "%s/%d: %v", c.Topic, c.Partition, err)
+	}
+	if changed {
+		s.maps[c.TopicPartition] = m
+	}
+	return Result{Changed: changed}
+}
+
 // String helps logs name a command.
 func (t CommandType) String() string {
 	switch t &^ IgnoreUnknownFlag {
@@ -369,6 +408,8 @@ func (t CommandType) String() string {
 		return "SetReverseMirror"
 	case CmdAppendSegments:
 		return "AppendSegments"
+	case CmdFillSource:
+		return "FillSource"
 	case CmdClaimWriter:
 		return "ClaimWriter"
 	case CmdReleaseWriter:

@@ -306,6 +306,7 @@ func TestCommandEncoding(t *testing.T) {
 		ReportApplied{ID: "a", Applied: 9},
 		SetNodeDead{ID: "a", Dead: true},
 		RemoveNode{ID: "a"},
+		FillSource{TopicPartition: TopicPartition{"t", 1}, Virtual: 10, Source: 10, Length: 5},
 	}
 	seen := map[CommandType]bool{}
 	for _, c := range cmds {

@@ -141,11 +141,14 @@ func TestControlPlaneMetrics(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if v, _ := value("kmigrate_raft_role", map[string]string{"role": "leader"}); v == 1 {
+		// A new leader applies its first entry a moment after it wins.
+		leader, _ := value("kmigrate_raft_role", map[string]string{"role": "leader"})
+		applied, _ := value("kmigrate_raft_applied_index", nil)
+		if leader == 1 && applied >= 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("kmigrate_raft_role{role=leader} never became 1 on a single-node cluster")
+			t.Fatalf("after 10 s on a single-node cluster: kmigrate_raft_role{role=leader} = %v, kmigrate_raft_applied_index = %v", leader, applied)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
