@@ -29,11 +29,10 @@ func TestMigrationFranzGo(t *testing.T) {
 	src := kafkatest.StartT(t, kafkatest.Options{Name: "migration-source"})
 	dst := target.Get(t)
 	const (
-		topic      = "migration-live"
-		group      = "migration-group"
 		partitions = 3
 		history    = 200_000
 	)
+	topic, group := uniqueName(t, "topic"), uniqueName(t, "group")
 	createTopicOn(t, src.Bootstrap(), topic, partitions)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -164,6 +163,21 @@ func countDeliveries(got []consumed, sent int) (lost, dup, reordered int) {
 		}
 	}
 	return lost, dup, reordered
+}
+
+// logDuplicates shows the first records delivered twice: where and when.
+func logDuplicates(t *testing.T, got []consumed) {
+	first := map[int]consumed{}
+	shown := 0
+	for _, c := range got {
+		if f, ok := first[c.seq]; ok {
+			if shown++; shown <= 8 {
+				t.Logf("value %d delivered at %d/%d (%s) and again at %d/%d (%s)", c.seq, f.partition, f.offset, f.at.Format("15:04:05.000"), c.partition, c.offset, c.at.Format("15:04:05.000"))
+			}
+			continue
+		}
+		first[c.seq] = c
+	}
 }
 
 // readAll reads a topic from its start to ends, without a group.
@@ -381,4 +395,109 @@ func (c *seqConsumer) stop() ([]consumed, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.got, c.afterCommit
+}
+
+// TestTopicRollbackFranzGo flips a topic's producers to the target, rolls
+// them back, and flips them again, under live produce and consume, with the
+// group first on the source and then on the target. The reverse mirror
+// copies what is produced to the target back to the source, so after the
+// rollback the source holds the whole virtual log at its own offsets; in
+// the end both clusters, read directly, hold every record once, in order.
+func TestTopicRollbackFranzGo(t *testing.T) {
+	src, dst := cluster(t), target.Get(t)
+	const history = 20_000
+	topic, group := uniqueName(t, "topic"), uniqueName(t, "group")
+	createTopicOn(t, src.Bootstrap(), topic, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	direct, err := kgo.NewClient(kgo.SeedBrokers(src.Bootstrap()), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(5*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < history; i++ {
+		direct.Produce(ctx, &kgo.Record{Key: []byte(strconv.Itoa(i % 9)), Value: []byte(strconv.Itoa(i))}, nil)
+	}
+	if err := direct.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	direct.Close()
+
+	proxy := proxytest.Start(t, "--log-level", "info", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(),
+		"--topics", topic, "--data-dir", t.TempDir())
+	prod := newSeqProducer(t, ctx, proxy.Addr, topic, history)
+	defer prod.stop()
+	cons := newSeqConsumer(t, ctx, proxy.Addr, topic, group)
+	defer cons.stop()
+	waitFor(t, ctx, "the group to consume the history", func() bool { return cons.count() > history+500 })
+	waitFor(t, ctx, "the mirror to map the topic (kmigrate verify passes)", func() bool {
+		_, err := proxy.CLI(t, "verify", "--topic", topic, "--records", "0")
+		return err == nil
+	})
+
+	type step struct{ verb, what, name string }
+	steps := []step{
+		{"cutover", "topic", topic},  // group still on the source: fetches go to the target, commits to the source
+		{"rollback", "topic", topic}, // back to the source, which now holds the reverse-mirrored records
+		{"cutover", "topic", topic},  // and out again
+		{"cutover", "group", group},  // then the group
+		{"rollback", "topic", topic}, // group on the target, producers back on the source
+		{"cutover", "topic", topic},  // the end state: everything on the target
+	}
+	for _, s := range steps {
+		start := time.Now()
+		out, err := proxy.CLI(t, s.verb, s.what, s.name)
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", s.verb, s.what, err, out)
+		}
+		took := time.Since(start)
+		n, p := cons.count(), prod.acked()
+		waitFor(t, ctx, "produce and consume after "+s.verb+" "+s.what, func() bool { return cons.count() > n+1000 && prod.acked() > p+1000 })
+		pause, _ := prod.pauseAround(start, took)
+		t.Logf("%s %s: %s; producer pause %s", s.verb, s.what, strings.TrimSpace(out), pause.Round(time.Millisecond))
+	}
+
+	sent := prod.stop()
+	waitFor(t, ctx, "every record consumed", func() bool { return cons.count() >= sent })
+	time.Sleep(time.Second)
+	got, afterCommit := cons.stop()
+	lost, dup, reordered := countDeliveries(got, sent)
+	t.Logf("%d records, %d deliveries: lost %d, delivered again after a commit %d, duplicated %d, reordered %d; produce errors %d",
+		sent, len(got), lost, afterCommit, dup, reordered, prod.errors())
+	if dup != 0 {
+		logDuplicates(t, got)
+	}
+	if lost != 0 || afterCommit != 0 || dup != 0 || reordered != 0 || prod.errors() != 0 {
+		t.Fatalf("lost %d, delivered again after a commit %d, duplicated %d, reordered %d, produce errors %d: want all 0", lost, afterCommit, dup, reordered, prod.errors())
+	}
+
+	// Both clusters, read directly, hold every record once and in order
+	// (the source through the reverse mirror, the target through the
+	// forward one).
+	for _, c := range []struct {
+		name string
+		addr string
+	}{{"source", src.Bootstrap()}, {"target", dst.Bootstrap()}} {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(c.addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		adm := kadm.NewClient(cl)
+		var ends kadm.ListedOffsets
+		waitFor(t, ctx, c.name+" to hold every record", func() bool {
+			ends, err = adm.ListEndOffsets(ctx, topic)
+			if err != nil {
+				return false
+			}
+			var total int64
+			ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+			return total >= int64(sent)
+		})
+		cl.Close()
+		log := readAll(t, ctx, c.addr, topic, ends)
+		l, d, r := countDeliveries(log, sent)
+		t.Logf("%s read directly: %d records: lost %d, duplicated %d, reordered %d", c.name, len(log), l, d, r)
+		if l != 0 || d != 0 || r != 0 {
+			t.Errorf("%s log: lost %d, duplicated %d, reordered %d: want 0", c.name, l, d, r)
+		}
+	}
 }

@@ -29,7 +29,7 @@ func TestTopicCutoverJavaProducer(t *testing.T) {
 		t.Fatalf("java is required for the Java producer's topic cutover test (JDK 17+ on PATH): %v", err)
 	}
 	src, dst := cluster(t), target.Get(t)
-	const topic, group = "topic-flip-java", "topic-flip-java-group"
+	topic, group := uniqueName(t, "topic"), uniqueName(t, "group")
 	createTopicOn(t, src.Bootstrap(), topic, 3)
 	proxy := proxytest.Start(t, "--log-level", "info", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(),
 		"--topics", topic, "--data-dir", t.TempDir())

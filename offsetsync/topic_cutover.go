@@ -26,6 +26,9 @@ type TopicStore interface {
 	// SetTopicPrimary moves topic from one primary to another and, in the
 	// same step, appends segs (partition → segment) to its maps.
 	SetTopicPrimary(ctx context.Context, topic, from, to string, segs map[int32]Segment) error
+	// CloseTopic moves topic from one primary to another and, in the same
+	// step, drops the open segment of each of its partitions.
+	CloseTopic(ctx context.Context, topic, from, to string) error
 }
 
 // ProduceGate is what the proxy nodes report about a topic's produces: how
@@ -70,10 +73,10 @@ type TopicReport struct {
 	Flip map[int32]Segment `json:"flip,omitempty"`
 }
 
-// ErrRollbackUnsupported is returned for a topic rollback: records
-// produced to the target after the flip exist only there until a reverse
-// mirror copies them back.
-var ErrRollbackUnsupported = errors.New("topic rollback needs the reverse mirror (target→source), which is not built yet")
+// ErrSourceDiverged is returned for a rollback when the source's offsets
+// no longer equal the virtual log's: something other than the reverse
+// mirror wrote the source after the flip.
+var ErrSourceDiverged = errors.New("the source's offsets no longer match the virtual log")
 
 // ErrTargetNotEmpty is returned when the target holds records of a
 // partition beyond those the mirror wrote: the virtual log could not
@@ -86,13 +89,7 @@ func (c *TopicCutover) Run(ctx context.Context, topic string, toTarget, force bo
 	start := time.Now()
 	rep := TopicReport{Topic: topic, From: "source", To: "target"}
 	if !toTarget {
-		rep.From, rep.To = "target", "source"
-		rep.Primary = c.Topics.TopicPrimary(topic)
-		if rep.Primary == PrimarySource {
-			rep.AlreadyDone = true
-			return rep, nil
-		}
-		return rep, ErrRollbackUnsupported
+		return c.rollback(ctx, topic, start)
 	}
 	log := c.logger().With("topic", topic)
 	cur := c.Topics.TopicPrimary(topic)
@@ -196,6 +193,108 @@ func (c *TopicCutover) Run(ctx context.Context, topic string, toTarget, force bo
 	rep.Total = time.Since(start)
 	rep.Flip = flip
 	log.Info("topic flipped to the target", "partitions", len(partitions), "hold", rep.Hold, "total", rep.Total)
+	return rep, nil
+}
+
+// rollback moves a flipped topic's producers back to the source: produces
+// are held, the reverse mirror is awaited until the source holds every
+// record produced to the target, and the open segments are closed in the
+// same raft entry that makes the source primary again. Virtual offsets then
+// equal source offsets again, which is what the proxy assumes of a topic
+// the source serves.
+func (c *TopicCutover) rollback(ctx context.Context, topic string, start time.Time) (TopicReport, error) {
+	rep := TopicReport{Topic: topic, From: "target", To: "source"}
+	log := c.logger().With("topic", topic, "to", "source")
+	cur := c.Topics.TopicPrimary(topic)
+	rep.Primary = cur
+	switch cur {
+	case PrimarySource:
+		rep.AlreadyDone = true
+		return rep, nil
+	case PrimaryTarget, PrimaryRollingBack:
+	default:
+		return rep, fmt.Errorf("topic %s is %s: %w", topic, cur, ErrInProgress)
+	}
+	srcAdm, dstAdm := kadm.NewClient(c.Source), kadm.NewClient(c.Target)
+	partitions, err := c.partitions(ctx, srcAdm, dstAdm, topic)
+	if err != nil {
+		return rep, err
+	}
+	rep.Partitions = len(partitions)
+	if cur == PrimaryTarget {
+		if err := c.Topics.SetTopicPrimary(ctx, topic, PrimaryTarget, PrimaryRollingBack, nil); err != nil {
+			return rep, fmt.Errorf("hold produces of %s: %w", topic, err)
+		}
+		log.Info("topic rolling back: produces held", "partitions", len(partitions))
+	}
+	holdStart := time.Now()
+	fail := func(err error) (TopicReport, error) {
+		if rerr := c.Topics.SetTopicPrimary(context.Background(), topic, PrimaryRollingBack, PrimaryTarget, nil); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("revert topic %s to the target: %w", topic, rerr))
+		}
+		rep.Primary = c.Topics.TopicPrimary(topic)
+		rep.Hold = time.Since(holdStart)
+		return rep, err
+	}
+	hold, cancel := context.WithTimeout(ctx, c.holdTimeout())
+	defer cancel()
+	for c.Gate.InflightProduces(topic) > 0 {
+		select {
+		case <-hold.Done():
+			return fail(fmt.Errorf("topic %s: produces still in flight to the target: %w", topic, hold.Err()))
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	ends, err := dstAdm.ListEndOffsets(hold, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return fail(fmt.Errorf("target end offsets of %s: %w", topic, err))
+	}
+	// The reverse mirror must have copied everything the target has.
+	for _, p := range partitions {
+		end, _ := ends.Lookup(topic, p)
+		for {
+			last, ok := c.Maps(topic, p).Last()
+			if !ok || !last.Open() {
+				return fail(fmt.Errorf("topic %s partition %d has no open segment: not flipped", topic, p))
+			}
+			if last.Target >= end.Offset {
+				break
+			}
+			select {
+			case <-hold.Done():
+				return fail(fmt.Errorf("topic %s partition %d: the reverse mirror has copied up to target offset %d of %d (is it running, and the source reachable?): %w", topic, p, last.Target, end.Offset, hold.Err()))
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	sourceEnds, err := srcAdm.ListEndOffsets(hold, topic)
+	if err == nil {
+		err = sourceEnds.Error()
+	}
+	if err != nil {
+		return fail(fmt.Errorf("source end offsets of %s: %w", topic, err))
+	}
+	for _, p := range partitions {
+		m := c.Maps(topic, p)
+		open, _ := m.Last()
+		got, _ := sourceEnds.Lookup(topic, p)
+		if got.Offset != open.Virtual {
+			return fail(fmt.Errorf("topic %s partition %d: the source ends at %d where the virtual log goes on at %d: %w", topic, p, got.Offset, open.Virtual, ErrSourceDiverged))
+		}
+		if n := len(m); n >= 2 && m[n-2].Source != NoOffset && m[n-2].Source != m[n-2].Virtual && m[n-2].TargetEnd() == open.Target {
+			return fail(fmt.Errorf("topic %s partition %d: reverse-mirrored records sit at source %d for virtual %d: %w", topic, p, m[n-2].Source, m[n-2].Virtual, ErrSourceDiverged))
+		}
+	}
+	if err := c.Topics.CloseTopic(ctx, topic, PrimaryRollingBack, PrimarySource); err != nil {
+		return fail(fmt.Errorf("roll back topic %s: %w", topic, err))
+	}
+	rep.Primary = PrimarySource
+	rep.Hold = time.Since(holdStart)
+	rep.Total = time.Since(start)
+	log.Info("topic rolled back to the source", "partitions", len(partitions), "hold", rep.Hold, "total", rep.Total)
 	return rep, nil
 }
 

@@ -114,16 +114,13 @@ func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 func (c *clientConn) sendProduce(r *protocol.Request, req *kmsg.ProduceRequest) ([]*call, []brokerKey, []kmsg.ProduceResponseTopic, error) {
 	split, order := splitByBroker(req.Topics, produceTopics, c.router())
 	expectResponse := req.Acks != 0
-	if len(order) == 1 && order[0].cluster == c.p.source {
+	if len(order) == 1 && order[0].cluster == c.p.source && !c.anyMapped(req.Topics) {
 		cl, err := c.forward(order[0].id, r, r.Body, expectResponse)
 		return []*call{cl}, order, nil, err
 	}
 	var refused []kmsg.ProduceResponseTopic
 	for _, b := range order {
-		if b.cluster != c.p.target {
-			continue
-		}
-		codes, err := c.rewriteProducersForTarget(c.ctx, split[b])
+		codes, err := c.mapProducers(c.ctx, b.cluster, split[b])
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -143,6 +140,17 @@ func (c *clientConn) sendProduce(r *protocol.Request, req *kmsg.ProduceRequest) 
 		return &sub
 	}, expectResponse)
 	return calls, sendOrder, refused, err
+}
+
+// anyMapped reports whether a produce for the source has a topic whose
+// producers must be mapped (it came back from the target).
+func (c *clientConn) anyMapped(topics []kmsg.ProduceRequestTopic) bool {
+	for _, t := range topics {
+		if c.p.needsProducerMapping(c.p.source, t.Topic) {
+			return true
+		}
+	}
+	return false
 }
 
 // dropRefused removes the refused partitions from topics and adds their
@@ -179,7 +187,7 @@ func dropRefused(topics []kmsg.ProduceRequestTopic, codes map[string]int16, refu
 // anyDraining reports whether a topic flip holds produces of any of topics.
 func (p *Proxy) anyDraining(topics []string) bool {
 	for _, t := range topics {
-		if p.topicPrimary(t) == primaryDraining {
+		if p.produceHeld(t) {
 			return true
 		}
 	}

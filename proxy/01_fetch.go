@@ -51,9 +51,16 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	if err != nil {
 		return nil, err
 	}
+	var servedAtSend map[string]bool // topic → served by the target when sent
+	if c.p.target != nil {
+		servedAtSend = make(map[string]bool, len(req.Topics))
+		for _, t := range req.Topics {
+			servedAtSend[t.Topic] = c.p.servedByTarget(t.Topic)
+		}
+	}
 	wait := func(ctx context.Context, i int) ([]byte, error) {
-		if order[i].cluster == c.p.source && c.p.target != nil {
-			return c.waitSourceFetch(ctx, calls[i], split[order[i]], r.APIVersion)
+		if servedAtSend != nil {
+			return c.waitFetchUnlessMoved(ctx, calls[i], split[order[i]], servedAtSend, r.APIVersion)
 		}
 		return calls[i].wait(ctx)
 	}
@@ -108,13 +115,14 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	}, nil
 }
 
-// waitSourceFetch waits for a fetch sent to the source, unless a topic in it
-// flips to the target meanwhile: the source then gets no new records for
-// it, and the fetch would long-poll there for its whole max wait (seconds of
-// pause after every flip). Such a fetch is answered at once with
-// NOT_LEADER_OR_FOLLOWER, which makes clients refresh metadata and fetch
-// again, this time from the target; the source's late answer is discarded.
-func (c *clientConn) waitSourceFetch(ctx context.Context, cl *call, topics []kmsg.FetchRequestTopic, version int16) ([]byte, error) {
+// waitFetchUnlessMoved waits for a fetch sent upstream, unless a topic in
+// it changes cluster meanwhile (a producer flip or its rollback): the old
+// cluster then gets no new records for it, and the fetch would long-poll
+// there for its whole max wait (seconds of pause after every flip). Such a
+// fetch is answered at once with NOT_LEADER_OR_FOLLOWER, which makes clients
+// refresh metadata and fetch again, this time from the new cluster; the
+// late upstream answer is discarded.
+func (c *clientConn) waitFetchUnlessMoved(ctx context.Context, cl *call, topics []kmsg.FetchRequestTopic, servedAtSend map[string]bool, version int16) ([]byte, error) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -126,7 +134,7 @@ func (c *clientConn) waitSourceFetch(ctx context.Context, cl *call, topics []kms
 		case <-tick.C:
 		}
 		for _, t := range topics {
-			if c.p.servedByTarget(t.Topic) {
+			if c.p.servedByTarget(t.Topic) != servedAtSend[t.Topic] {
 				return moved(topics, version), nil
 			}
 		}

@@ -71,6 +71,8 @@ type Routing interface {
 	// TopicPrimary is the cluster taking a topic's produces: "source",
 	// "draining" (a flip holds them), "target" or "rolling-back".
 	TopicPrimary(topic string) string
+	// TopicEpoch counts the changes of a topic's primary (0: never moved).
+	TopicEpoch(topic string) uint64
 }
 
 // OffsetMaps reads offset maps.

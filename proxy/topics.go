@@ -15,9 +15,10 @@ import (
 // Topic producer primaries, as stored by the control plane (raftstore) and
 // sequenced by offsetsync.TopicCutover.
 const (
-	primarySource   = "source"
-	primaryDraining = "draining"
-	primaryTarget   = "target"
+	primarySource      = "source"
+	primaryDraining    = "draining"
+	primaryTarget      = "target"
+	primaryRollingBack = "rolling-back"
 )
 
 // DefaultProduceHold bounds how long a produce waits while its topic flips;
@@ -38,7 +39,14 @@ func (p *Proxy) topicPrimary(topic string) string {
 // servedByTarget reports whether a topic's records are read and written on
 // the target: its producers flipped, so its virtual log continues there.
 func (p *Proxy) servedByTarget(topic string) bool {
-	return p.topicPrimary(topic) == primaryTarget
+	pr := p.topicPrimary(topic)
+	return pr == primaryTarget || pr == primaryRollingBack
+}
+
+// produceHeld reports whether a flip holds a topic's produces.
+func (p *Proxy) produceHeld(topic string) bool {
+	pr := p.topicPrimary(topic)
+	return pr == primaryDraining || pr == primaryRollingBack
 }
 
 // produceGate counts, per topic, the produces forwarded to the source and not
@@ -71,76 +79,86 @@ func (p *Proxy) InflightProduces(topic string) int {
 }
 
 // producerIDs maps the producer ids clients got from the source onto ids of
-// the target, so that idempotent producers keep producing across a topic
-// flip with no error: a source id means nothing to the target, and its
-// sequence numbers there would not start at zero. Each (source id, epoch)
-// gets a fresh target id from InitProducerId; each partition's sequences
-// are shifted so that the first batch this proxy sends to the target is
-// sequence 0. A client that bumps its epoch (KIP-360) gets a new mapping,
-// as it would get a new epoch from a broker.
+// the cluster a flip sends their batches to, so that idempotent producers
+// keep producing across a topic flip with no error: a source id means
+// nothing to the target, and its sequence numbers there would not start at
+// zero. Each (client id, epoch, topic, era of the topic's route) gets a fresh
+// id from InitProducerId on the cluster written to; each partition's
+// sequences are shifted so that the first batch of the era is sequence 0.
+// An era is one stay of the topic on one cluster: after a rollback the
+// source gets a fresh id too, since the client's sequences went on at the
+// target meanwhile and the source would see a gap. A client that bumps its
+// epoch (KIP-360) gets a new mapping, as it would get a new epoch from a
+// broker.
 type producerIDs struct {
-	mu sync.Mutex
-	m  map[producerKey]*targetProducer
+	mu     sync.Mutex
+	m      map[producerKey]*mappedProducer
+	issued map[int64]bool // ids the target handed out itself (source unreachable)
 }
 
 type producerKey struct {
+	to    *cluster
 	id    int64
 	epoch int16
+	topic string
+	era   uint64
 }
 
-type targetProducer struct {
+type mappedProducer struct {
 	id    int64
 	epoch int16
-	// issued: the client got this id from the target itself (no source
-	// broker was reachable); its batches go unchanged.
-	issued bool
-	mu     sync.Mutex
-	base   map[string]int32 // partition key → client sequence sent as 0
+	mu    sync.Mutex
+	base  map[int32]int32 // partition → client sequence sent as 0
 }
+
+// maxMappedProducers bounds the mapping table; past it the oldest eras are
+// forgotten wholesale (a producer still writing then gets a fresh id, which
+// is safe: its next batch starts a new sequence).
+const maxMappedProducers = 100_000
 
 // issuedByTarget records a producer id the target handed to a client.
-func (ids *producerIDs) issuedByTarget(id int64, epoch int16) {
+func (ids *producerIDs) issuedByTarget(id int64, _ int16) {
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
-	if ids.m == nil {
-		ids.m = make(map[producerKey]*targetProducer)
+	if ids.issued == nil {
+		ids.issued = make(map[int64]bool)
 	}
-	ids.m[producerKey{id, epoch}] = &targetProducer{id: id, epoch: epoch, issued: true}
+	ids.issued[id] = true
 }
 
-// toTarget returns the target producer for a client's (id, epoch), asking
-// the target for a new id the first time.
-func (p *Proxy) targetProducer(ctx context.Context, k producerKey) (*targetProducer, error) {
+// mappedProducer returns the producer a client's batches become on a
+// cluster, asking that cluster for a new id the first time.
+func (p *Proxy) mappedProducer(ctx context.Context, k producerKey) (*mappedProducer, error) {
 	p.pids.mu.Lock()
-	tp := p.pids.m[k]
+	mp := p.pids.m[k]
 	p.pids.mu.Unlock()
-	if tp != nil {
-		return tp, nil
+	if mp != nil {
+		return mp, nil
 	}
-
 	req := kmsg.NewPtrInitProducerIDRequest()
 	req.TransactionTimeoutMillis = 60_000
 	req.ProducerID, req.ProducerEpoch = -1, -1
-	resp, err := p.target.controlRequest(ctx, req)
+	resp, err := k.to.controlRequest(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("init producer id on the target for source producer %d: %w", k.id, err)
+		return nil, fmt.Errorf("init producer id on the %s for client producer %d: %w", k.to.up.Name, k.id, err)
 	}
 	r := resp.(*kmsg.InitProducerIDResponse)
 	if err := kerr.ErrorForCode(r.ErrorCode); err != nil {
-		return nil, fmt.Errorf("init producer id on the target for source producer %d: %w", k.id, err)
+		return nil, fmt.Errorf("init producer id on the %s for client producer %d: %w", k.to.up.Name, k.id, err)
 	}
 	p.pids.mu.Lock()
 	defer p.pids.mu.Unlock()
-	if p.pids.m == nil {
-		p.pids.m = make(map[producerKey]*targetProducer)
+	if p.pids.m == nil || len(p.pids.m) >= maxMappedProducers {
+		p.pids.m = make(map[producerKey]*mappedProducer)
 	}
-	if tp := p.pids.m[k]; tp != nil { // another connection won the race
-		return tp, nil
+	if mp := p.pids.m[k]; mp != nil { // another connection won the race
+		return mp, nil
 	}
-	tp = &targetProducer{id: r.ProducerID, epoch: r.ProducerEpoch, base: make(map[string]int32)}
-	p.pids.m[k] = tp
-	p.log.Info("idempotent producer mapped to a target producer id", "source_id", k.id, "source_epoch", k.epoch, "target_id", tp.id, "target_epoch", tp.epoch)
-	return tp, nil
+	mp = &mappedProducer{id: r.ProducerID, epoch: r.ProducerEpoch, base: make(map[int32]int32)}
+	p.pids.m[k] = mp
+	p.log.Info("idempotent producer mapped across a topic flip", "cluster", k.to.up.Name, "topic", k.topic, "era", k.era,
+		"client_id", k.id, "client_epoch", k.epoch, "mapped_id", mp.id, "mapped_epoch", mp.epoch)
+	return mp, nil
 }
 
 // errTransactionalToTarget refuses transactional batches for flipped topics:
@@ -148,47 +166,68 @@ func (p *Proxy) targetProducer(ctx context.Context, k producerKey) (*targetProdu
 // records in the target.
 var errTransactionalToTarget = kerr.InvalidTxnState
 
-// rewriteProducersForTarget rewrites the producer of every idempotent batch
-// of a produce bound for the target. It returns, per partition key, an error
-// code for partitions that cannot be sent (answered locally).
-func (c *clientConn) rewriteProducersForTarget(ctx context.Context, topics []kmsg.ProduceRequestTopic) (map[string]int16, error) {
+// needsProducerMapping reports whether batches for topic sent to cluster to
+// must have their producer mapped: always toward the target, and toward the
+// source once the topic came back from the target (route epoch 4 and on:
+// source, draining, target, rolling-back, source).
+func (p *Proxy) needsProducerMapping(to *cluster, topic string) bool {
+	if to == p.target {
+		return true
+	}
+	return p.target != nil && p.cfg.Routing != nil && p.cfg.Routing.TopicEpoch(topic) >= 4
+}
+
+// mapProducers rewrites the producer of every idempotent batch of a produce
+// bound for cluster to, where needsProducerMapping says so. It returns, per
+// partition key, an error code for partitions that cannot be sent (answered
+// locally).
+func (c *clientConn) mapProducers(ctx context.Context, to *cluster, topics []kmsg.ProduceRequestTopic) (map[string]int16, error) {
 	var refused map[string]int16
 	for i := range topics {
 		t := &topics[i]
+		if !c.p.needsProducerMapping(to, t.Topic) {
+			continue
+		}
+		era := c.p.cfg.Routing.TopicEpoch(t.Topic)
 		for j := range t.Partitions {
 			pt := &t.Partitions[j]
 			batches, err := protocol.Batches(pt.Records)
 			if err != nil {
 				return nil, err
 			}
-			pkey := partitionKey(t.Topic, pt.Partition)
 			for _, b := range batches {
 				if b.Transactional() {
+					if to != c.p.target {
+						continue // the source runs its own transactions
+					}
 					if refused == nil {
 						refused = make(map[string]int16)
 					}
-					refused[pkey] = errTransactionalToTarget.Code
+					refused[partitionKey(t.Topic, pt.Partition)] = errTransactionalToTarget.Code
 					break
 				}
 				if b.ProducerID() < 0 {
 					continue
 				}
-				tp, err := c.p.targetProducer(ctx, producerKey{b.ProducerID(), b.ProducerEpoch()})
+				c.p.pids.mu.Lock()
+				issued := c.p.pids.issued[b.ProducerID()]
+				c.p.pids.mu.Unlock()
+				if issued && to == c.p.target {
+					continue // the target's own id
+				}
+				mp, err := c.p.mappedProducer(ctx, producerKey{to, b.ProducerID(), b.ProducerEpoch(), t.Topic, era})
 				if err != nil {
 					return nil, asUpstreamError(err)
 				}
-				if tp.issued {
-					continue
-				}
-				tp.mu.Lock()
-				base, ok := tp.base[pkey]
+				mp.mu.Lock()
+				base, ok := mp.base[pt.Partition]
 				if !ok {
 					base = b.BaseSequence()
-					tp.base[pkey] = base
+					mp.base[pt.Partition] = base
 				}
-				tp.mu.Unlock()
+				mp.mu.Unlock()
 				// Sequences wrap at int32 like the client's own.
-				b.SetProducer(tp.id, tp.epoch, int32(uint32(b.BaseSequence())-uint32(base))&0x7fffffff)
+				b.SetProducer(mp.id, mp.epoch, int32(uint32(b.BaseSequence())-uint32(base))&0x7fffffff)
 			}
 		}
 	}

@@ -305,6 +305,15 @@ func (m *Mirror) copyPartition(ctx context.Context, fp kgo.FetchTopicPartition) 
 		m.release(ctx, tp, "another writer owns it now")
 		return nil
 	}
+	// Checked before every copy, not only every poll: once the partition
+	// flips, the reverse mirror writes the target's new records into the
+	// source, and copying those back would duplicate them in the target.
+	// They exist only after the flip, so this check after the fetch is
+	// enough.
+	if len(fp.Records) > 0 && m.flipped(tp) {
+		m.release(ctx, tp, "its producers moved to the target")
+		return nil
+	}
 	for _, r := range fp.Records {
 		m.mu.Lock()
 		st.seen = r.Offset + 1

@@ -215,6 +215,29 @@ func (c *currentMirror) WaitMirrored(ctx context.Context, topic string, partitio
 	}
 }
 
+// runReverseMirror keeps the reverse mirror (target → source, for flipped
+// topics) running until ctx ends, restarting it after a failure.
+func runReverseMirror(ctx context.Context, cfg replicate.ReverseConfig, log *slog.Logger) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		r, err := replicate.NewReverse(cfg)
+		if err == nil {
+			err = r.Run(ctx)
+			r.Close()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Error("reverse mirror stopped; restarting", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
 // runMirror keeps the mirror running until ctx ends, restarting it after a
 // failure; each restart resumes from the offset map without duplicates.
 func runMirror(ctx context.Context, cfg replicate.Config, current *currentMirror, reg prometheus.Registerer, log *slog.Logger) {
@@ -425,6 +448,14 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		go func() {
 			defer mirrorDone.Done()
 			runMirror(ctx, *mirrorCfg, current, reg, log)
+		}()
+		mirrorDone.Add(1)
+		go func() {
+			defer mirrorDone.Done()
+			runReverseMirror(ctx, replicate.ReverseConfig{
+				Source: kgoOpts(up), Target: kgoOpts(targetUp), Maps: cp.maps,
+				Partitions: cp.maps.Flipped, Logger: log,
+			}, log)
 		}()
 		// Stop and wait for the mirror before the store closes: it flushes its map on exit.
 		defer func() { stop(); mirrorDone.Wait() }()

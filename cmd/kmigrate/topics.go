@@ -26,6 +26,11 @@ func (g groupRoutes) TopicPrimary(topic string) string {
 	return offsetsync.PrimarySource
 }
 
+func (g groupRoutes) TopicEpoch(topic string) uint64 {
+	r, _ := g.store.State().Topic(topic)
+	return r.Epoch
+}
+
 func (g groupRoutes) SetTopicPrimary(ctx context.Context, topic, from, to string, segs map[int32]offsetsync.Segment) error {
 	cmd := raftstore.SetTopicPrimary{Topic: topic, Primary: raftstore.ProducerPrimary(to), From: raftstore.ProducerPrimary(from)}
 	for p, s := range segs {
@@ -34,6 +39,17 @@ func (g groupRoutes) SetTopicPrimary(ctx context.Context, topic, from, to string
 	// Sorted, so that every replica of the command is byte-identical.
 	slices.SortFunc(cmd.Segments, func(a, b raftstore.PartitionSegment) int { return int(a.Partition) - int(b.Partition) })
 	res, err := g.store.Apply(ctx, cmd)
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		return fmt.Errorf("set topic %s primary %s → %s: %w", topic, from, to, err)
+	}
+	return nil
+}
+
+func (g groupRoutes) CloseTopic(ctx context.Context, topic, from, to string) error {
+	res, err := g.store.Apply(ctx, raftstore.SetTopicPrimary{Topic: topic, Primary: raftstore.ProducerPrimary(to), From: raftstore.ProducerPrimary(from), CloseOpen: true})
 	if err == nil {
 		err = res.Err
 	}
@@ -75,8 +91,6 @@ func (a *topicAPI) move(w http.ResponseWriter, r *http.Request, toTarget bool) {
 		switch {
 		case errors.Is(err, offsetsync.ErrInProgress):
 			status = http.StatusConflict
-		case errors.Is(err, offsetsync.ErrRollbackUnsupported):
-			status = http.StatusNotImplemented
 		case errors.Is(err, errVerifyRefused):
 			status = http.StatusPreconditionFailed
 		}

@@ -160,6 +160,39 @@ func (m *Maps) Append(ctx context.Context, tp replicate.Partition, segs []offset
 	return m.store.WaitApplied(ctx, res.Index)
 }
 
+// FillSource records the reverse mirror's progress through the leader and
+// waits until this node's replica has it.
+func (m *Maps) FillSource(ctx context.Context, tp replicate.Partition, virtual, source, length int64) error {
+	res, err := m.store.Propose(ctx, raftstore.FillSource{TopicPartition: key(tp), Virtual: virtual, Source: source, Length: length})
+	if err != nil {
+		return err
+	}
+	return m.store.WaitApplied(ctx, res.Index)
+}
+
+// Flipped lists the partitions whose producers flipped to the target and
+// whose writer is this node: the reverse mirror's work here.
+func (m *Maps) Flipped() []replicate.Partition {
+	st := m.store.State()
+	var out []replicate.Partition
+	for _, t := range st.Topics() {
+		if t.Primary != raftstore.ProducerTarget && t.Primary != raftstore.ProducerRollingBack {
+			continue
+		}
+		for p := int32(0); ; p++ {
+			last, ok := st.LastSegment(raftstore.TopicPartition{Topic: t.Topic, Partition: p})
+			if !ok {
+				break
+			}
+			tp := replicate.Partition{Topic: t.Topic, Partition: p}
+			if last.Open() && m.IsWriter(tp) {
+				out = append(out, tp)
+			}
+		}
+	}
+	return out
+}
+
 // IsWriter reports whether raft names this node the writer of tp (whatever
 // the mirror holds): the proxy then waits on its own mirror, and otherwise on
 // the replicated map (WaitMapped).
