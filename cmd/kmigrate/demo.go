@@ -109,7 +109,7 @@ func runDemo(args []string) error {
 	defer w.close()
 
 	// The group moves, comes back and moves again; then the topic's
-	// producers move, evenly spread over the traffic.
+	// producers do the same, evenly spread over the traffic.
 	type flip struct {
 		what    string // "group" or "topic"
 		verb    string
@@ -119,7 +119,8 @@ func runDemo(args []string) error {
 		topic   offsetsync.TopicReport
 		failure string
 	}
-	plan := []struct{ what, verb string }{{"group", "cutover"}, {"group", "rollback"}, {"group", "cutover"}, {"topic", "cutover"}}
+	plan := []struct{ what, verb string }{{"group", "cutover"}, {"group", "rollback"}, {"group", "cutover"},
+		{"topic", "cutover"}, {"topic", "rollback"}, {"topic", "cutover"}}
 	var flips []flip
 	start := time.Now()
 	ticker := time.NewTicker(time.Second)

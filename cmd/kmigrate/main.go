@@ -17,6 +17,7 @@ Usage:
   kmigrate cutover group G  move consumer group G to the target cluster
   kmigrate rollback group G move consumer group G back to the source
   kmigrate cutover topic T  move topic T's producers to the target (holds produces briefly)
+  kmigrate rollback topic T move topic T's producers back to the source
   kmigrate status           nodes, mirrored topics with lag, groups (--json for scripts)
   kmigrate verify           compare source and target through the offset map; exit 1 on a mismatch
   kmigrate version          print the version, VCS revision and Go version
