@@ -107,6 +107,9 @@ func (c *clientConn) readLoop() error {
 	br := bufio.NewReaderSize(c.conn, 64<<10)
 	for {
 		frame, err := protocol.ReadFrame(br, c.p.cfg.MaxFrameBytes)
+		if err != nil && c.p.draining.Load() {
+			return nil // shutting down: answer what was read, then close
+		}
 		if err != nil {
 			if errors.Is(err, protocol.ErrFrameTooLarge) {
 				return fmt.Errorf("client frame refused: %w", err)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kmigrate/kmigrate/protocol"
@@ -38,6 +39,10 @@ type Proxy struct {
 	closeOnce sync.Once
 
 	versionTable apiVersionTable
+
+	// draining is set by Shutdown: readers stop at their next frame and
+	// the writers finish what was read.
+	draining atomic.Bool
 }
 
 // Start connects to the upstream cluster, binds the listener and serves until
@@ -149,13 +154,52 @@ func (p *Proxy) Close() error {
 	return nil
 }
 
+// Shutdown stops gracefully: no new connection is accepted, no new request
+// is read, the requests already read are answered, then the proxy closes.
+// Connections still busy when ctx ends are closed.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.draining.Store(true)
+	p.listener.Close()
+	p.connsMu.Lock()
+	for c := range p.conns {
+		// Wakes the reader blocked on the next frame; it then ends cleanly.
+		c.conn.SetReadDeadline(time.Now())
+	}
+	p.connsMu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			p.connsMu.Lock()
+			n := len(p.conns)
+			p.connsMu.Unlock()
+			if n == 0 {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	<-done
+	p.connsMu.Lock()
+	left := len(p.conns)
+	p.connsMu.Unlock()
+	if left > 0 {
+		p.log.Warn("closing connections still busy at the end of the shutdown grace period", "connections", left)
+	}
+	return p.Close()
+}
+
 func (p *Proxy) acceptLoop() {
 	defer p.wg.Done()
 	var backoff time.Duration
 	for {
 		conn, err := p.listener.Accept()
 		if err != nil {
-			if p.ctx.Err() != nil {
+			if p.ctx.Err() != nil || p.draining.Load() {
 				return
 			}
 			// Temporary failures (EMFILE) must not end the proxy.
@@ -168,6 +212,9 @@ func (p *Proxy) acceptLoop() {
 		c := newClientConn(p, conn)
 		p.connsMu.Lock()
 		p.conns[c] = struct{}{}
+		if p.draining.Load() { // accepted as Shutdown began
+			conn.SetReadDeadline(time.Now())
+		}
 		p.connsMu.Unlock()
 		p.wg.Add(1)
 		go func() {

@@ -3,12 +3,14 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // startKfakeProxy runs a three-broker kfake cluster and a proxy in front of
@@ -98,5 +100,68 @@ func TestProduceConsumeThroughProxyAcrossBrokers(t *testing.T) {
 	total = lags["g"].Lag.Total()
 	if total != 0 {
 		t.Errorf("group lag after consuming everything = %d, want 0", total)
+	}
+}
+
+// TestShutdownAnswersRequestsInFlight: a fetch long-polling when the proxy
+// shuts down still gets its answer; then the proxy accepts nothing more.
+func TestShutdownAnswersRequestsInFlight(t *testing.T) {
+	fake, p := startKfakeProxy(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	adm, err := kgo.NewClient(kgo.SeedBrokers(fake.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	created, err := kadm.NewClient(adm).CreateTopic(ctx, 1, 1, nil, "shutdown")
+	if err == nil {
+		err = created.Err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(p.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	// A fetch that waits 2 s at the broker for data that never comes.
+	req := kmsg.NewPtrFetchRequest()
+	req.MaxWaitMillis, req.MinBytes, req.MaxBytes = 2000, 1, 1<<20
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic, rt.TopicID = "shutdown", created.ID
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes, rp.CurrentLeaderEpoch, rp.LogStartOffset = 0, 0, 1<<20, -1, -1
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	if _, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		resp *kmsg.FetchResponse
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, err := req.RequestWith(ctx, cl)
+		got <- result{resp, err}
+	}()
+	time.Sleep(300 * time.Millisecond) // the fetch is now waiting upstream
+	start := time.Now()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil {
+		t.Fatalf("fetch in flight at shutdown: %v", r.err)
+	}
+	if len(r.resp.Topics) != 1 || r.resp.Topics[0].Partitions[0].ErrorCode != 0 {
+		t.Fatalf("fetch in flight at shutdown answered %+v", r.resp)
+	}
+	t.Logf("shutdown took %s with a fetch in flight", time.Since(start).Round(time.Millisecond))
+	if c, err := net.DialTimeout("tcp", p.Addr(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("the proxy still accepts connections after Shutdown")
 	}
 }

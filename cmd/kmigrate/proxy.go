@@ -22,6 +22,7 @@ import (
 
 	"github.com/kmigrate/kmigrate/offsetsync"
 	"github.com/kmigrate/kmigrate/proxy"
+	"github.com/kmigrate/kmigrate/raftstore"
 	"github.com/kmigrate/kmigrate/replicate"
 	"github.com/kmigrate/kmigrate/replicate/raftmaps"
 	"github.com/prometheus/client_golang/prometheus"
@@ -457,7 +458,9 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 				Partitions: cp.maps.Flipped, Logger: log,
 			}, log)
 		}()
-		// Stop and wait for the mirror before the store closes: it flushes its map on exit.
+		// Stop and wait for the mirror before the store closes: it flushes its
+		// map on exit; then hand its partitions over (defers run last first).
+		defer handOverWriters(cp.store, log)
 		defer func() { stop(); mirrorDone.Wait() }()
 		log.Info("mirroring to the target", "target", o.mirror.target.bootstrap, "topics", o.mirror.topics, "exclude", o.mirror.excludeTopics, "data_dir", o.mirror.dataDir)
 
@@ -513,6 +516,35 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		ready()
 	}
 	<-ctx.Done()
-	log.Info("shutting down")
+	log.Info("shutting down: no new connection or request; answering the requests in flight (at most 10 s)")
+	grace, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p.Shutdown(grace)
 	return nil
+}
+
+// handOverWriters releases the mirror partitions this node writes, once its
+// mirror has stopped, so that the leader gives them to a live writer at
+// once instead of after the 4 s that declare this node dead.
+func handOverWriters(store *raftstore.Store, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	released := 0
+	for _, w := range store.State().Writers() {
+		if w.Node != store.ID() {
+			continue
+		}
+		res, err := store.Forwarding().Apply(ctx, raftstore.ReleaseWriter{TopicPartition: w.TopicPartition, Node: w.Node, Epoch: w.Epoch})
+		if err == nil {
+			err = res.Err
+		}
+		if err != nil {
+			log.Warn("could not hand over a mirror partition; the leader reassigns it once this node is declared dead", "topic", w.Topic, "partition", w.Partition, "err", err)
+			continue
+		}
+		released++
+	}
+	if released > 0 {
+		log.Info("mirror partitions handed over", "partitions", released)
+	}
 }
