@@ -126,6 +126,7 @@ func runDemo(args []string) error {
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	next := 0
+	lastConsumed, lastTick := 0, start
 	for time.Since(start) < *traffic {
 		select {
 		case <-ctx.Done():
@@ -156,8 +157,10 @@ func runDemo(args []string) error {
 		}
 		produced, consumed := w.counts()
 		mirrored := endOffsets(ctx, *target, topic)
-		say("t=%2ds  group on %-6s  producers on %-6s  produced %6d  consumed %6d  in target %6d  (lag %d)", int(elapsed.Seconds()),
-			phaseOf(admin, group), primaryOf(admin, topic), produced, consumed, mirrored, max(0, int64(produced)-mirrored))
+		rate := float64(consumed-lastConsumed) / time.Since(lastTick).Seconds()
+		lastConsumed, lastTick = consumed, time.Now()
+		say("t=%2ds  group on %-6s  producers on %-6s  produced %6d  consumed %6d (%5.0f/s)  in target %6d  (lag %d)", int(elapsed.Seconds()),
+			phaseOf(admin, group), primaryOf(admin, topic), produced, consumed, rate, mirrored, max(0, int64(produced)-mirrored))
 	}
 
 	sent := w.stopProducing()

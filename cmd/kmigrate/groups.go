@@ -48,8 +48,25 @@ func (m mapReader) OffsetMap(topic string, partition int32) offsetsync.OffsetMap
 	return m.maps.Map(replicate.Partition{Topic: topic, Partition: partition})
 }
 
-// Covered waits on whichever mirror runs now.
+// Covered waits on whichever mirror runs now. For a partition another node
+// writes, the replicated map must reach v: exact for data records; a
+// position past trailing transaction markers is only seen by the writer,
+// so such a wait ends at the caller's deadline (the cutover then reverts).
 func (c *currentMirror) Covered(ctx context.Context, topic string, partition int32, v int64) error {
+	tp := replicate.Partition{Topic: topic, Partition: partition}
+	if c.maps != nil && !c.maps.IsWriter(tp) {
+		for {
+			m := c.maps.Map(tp)
+			if m.Flipped() || len(m) > 0 && m.End() >= v {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%s/%d: the writer's map has not reached %d: %w", topic, partition, v, ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
 	for {
 		if m := c.m.Load(); m != nil {
 			return m.Covered(ctx, replicate.Partition{Topic: topic, Partition: partition}, v)

@@ -475,12 +475,13 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		}
 		defer dstClient.Close()
 		verifier.source, verifier.target = srcClient, dstClient
+		gate := newFleetGate(p, cp.store, o.adminToken, log)
 		cutover = &offsetsync.Cutover{
-			Source: srcClient, Target: dstClient, Phases: routes, Gate: p,
+			Source: srcClient, Target: dstClient, Phases: routes, Gate: gate,
 			Maps: mapReader{cp.maps}.OffsetMap, Covered: current.Covered, Log: log,
 		}
 		topicCutover = &offsetsync.TopicCutover{
-			Source: srcClient, Target: dstClient, Topics: routes, Gate: p,
+			Source: srcClient, Target: dstClient, Topics: routes, Gate: gate,
 			Maps: mapReader{cp.maps}.OffsetMap, Covered: current.Covered, Log: log,
 			Verify: verifyBeforeFlip(verifier),
 		}
@@ -492,6 +493,7 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		cpHandler.mount(mux)
 		(&statusAPI{store: cp.store, mirror: mirrorOf(mirrorCfg, current), flips: flips, source: up.Bootstrap, target: targetUp.Bootstrap}).register(mux)
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		registerGate(mux, p, cp.store)
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		// Profiles for operators chasing latency or CPU; the admin listener
 		// is loopback by default.
