@@ -36,6 +36,7 @@ type controlPlaneFlags struct {
 	nodeID         string
 	adminAdvertise string
 	adminToken     string // sent to other nodes' admin servers
+	stuckAfter     time.Duration
 }
 
 func (f *controlPlaneFlags) register(fs *flag.FlagSet) {
@@ -45,6 +46,7 @@ func (f *controlPlaneFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.voter, "raft-voter", false, "join as a raft voter (control-plane node); otherwise a non-voter that applies the log and reads locally (sidecar)")
 	fs.StringVar(&f.nodeID, "raft-node-id", "", "this node's id in the cluster (default: hostname plus a random suffix, remembered in --data-dir)")
 	fs.StringVar(&f.adminAdvertise, "admin-advertise", "", "HOST:PORT other nodes reach this node's admin server at (default: the --admin-listen address)")
+	fs.DurationVar(&f.stuckAfter, "stuck-flip-after", 30*time.Second, "the raft leader reverts a topic flip still half-done after this long (a node died mid-flip); groups after 6 times as long")
 }
 
 // Timing of the fleet's failure detection. A node reports its applied index
@@ -200,6 +202,38 @@ func newNodeID() string {
 // runAssigner runs the leader's liveness and writer assignment until ctx
 // ends. Partitions come from listing the source with the mirror's topic
 // selection, so a leader without a mirror of its own still assigns them.
+// runFlipJanitor reverts, on the leader, the flips no live cutover is
+// driving any more, so that held produces and JoinGroups are released.
+// The default bound (--stuck-flip-after 30 s; groups 3 min) is well past a
+// live cutover's own (produces held 10 s, a group drained 30 s).
+func (cp *controlPlane) runFlipJanitor(ctx context.Context, after time.Duration, log *slog.Logger) {
+	if after <= 0 {
+		return
+	}
+	tick := time.NewTicker(min(5*time.Second, after/2))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !cp.store.IsLeader() {
+			continue
+		}
+		for _, c := range raftstore.StuckFlips(cp.store.State(), time.Now(), after, 6*after) {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := cp.store.Apply(actx, c)
+			cancel()
+			if err != nil {
+				log.Warn("could not revert a flip left half-done", "command", fmt.Sprintf("%+v", c), "err", err)
+				continue
+			}
+			log.Warn("reverted a flip left half-done (its node died or gave up mid-flip)", "command", fmt.Sprintf("%+v", c))
+		}
+	}
+}
+
 func (cp *controlPlane) runAssigner(ctx context.Context, source []kgo.Opt, sel replicate.Selection, log *slog.Logger) {
 	cl, err := kgo.NewClient(source...)
 	if err != nil {

@@ -419,6 +419,7 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 	cpHandler := &adminHandler{}
 	cpHandler.set(cp.store.Handler())
 	go cp.runAssigner(ctx, kgoOpts(up), selection, log)
+	go cp.runFlipJanitor(ctx, o.cp.stuckAfter, log)
 
 	// With a target, the offset map and the group routes exist before the
 	// proxy starts: it serves groups on the target from them.
