@@ -160,7 +160,9 @@ func runGroupCommand(verb string, args []string) error {
 		path += "?wait=false"
 	}
 	start := time.Now()
+	stopProgress := showProgress(*admin, *token, "/v1/groups/"+url.PathEscape(group), "phase", *asJSON || *noWait)
 	resp, err := newAdminClient(*admin, *token).do(http.MethodPost, path)
+	stopProgress()
 	if err != nil {
 		return fmt.Errorf("%s group %s: %w", verb, group, err)
 	}

@@ -133,6 +133,39 @@ func verifyBeforeFlip(v *verifyAPI) func(ctx context.Context, topic string) erro
 	}
 }
 
+// showProgress prints, every half second while a flip runs, the phase the
+// route is in (read from GET path's field) and the time so far, on stderr so
+// that --json output stays clean. The returned func stops it.
+func showProgress(admin, token, path, field string, quiet bool) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		start := time.Now()
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			if quiet {
+				continue
+			}
+			resp, err := newAdminClient(admin, token).do(http.MethodGet, path)
+			if err != nil {
+				continue
+			}
+			var st map[string]any
+			json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			fmt.Fprintf(os.Stderr, "  … %s %v, %s\n", field, st[field], time.Since(start).Round(100*time.Millisecond))
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
 // runTopicCommand is `kmigrate cutover topic T` and `kmigrate rollback topic T`.
 func runTopicCommand(verb string, args []string) error {
 	fs := flag.NewFlagSet("kmigrate "+verb, flag.ContinueOnError)
@@ -152,7 +185,9 @@ func runTopicCommand(verb string, args []string) error {
 	if *force {
 		path += "?force=true"
 	}
+	stopProgress := showProgress(*admin, *token, "/v1/topics/"+url.PathEscape(topic), "primary", *asJSON)
 	resp, err := newAdminClient(*admin, *token).do(http.MethodPost, path)
+	stopProgress()
 	if err != nil {
 		return fmt.Errorf("%s topic %s: %w", verb, topic, err)
 	}
