@@ -80,9 +80,9 @@ function render(s) {
     el("td", g.complete ? "yes" : "not yet", g.complete ? "good" : "bad"),
   ]));
   fill("flips", s.flips.map(f => [
-    ago(f.started_at), f.group, `${f.verb}: ${f.from} → ${f.to}`,
+    ago(f.started_at), f.group ? "group " + f.group : "topic " + f.topic, `${f.verb}: ${f.from} → ${f.to}`,
     el("td", f.error ? "failed: " + f.error : f.already_done ? "already there" : f.phase, f.error ? "bad" : "good"),
-    f.took_ms + " ms", `${f.rejoined}/${f.members} rejoined`,
+    f.took_ms + " ms", f.group ? `${f.rejoined}/${f.members} rejoined` : `produces held ${f.drain_ms} ms`,
   ]));
 }
 
