@@ -287,6 +287,7 @@ type proxyOptions struct {
 	maxFrame      int
 	maxInFlight   int
 	logLevel      string
+	logFormat     string
 	produceMode   string
 	adminToken    string
 	configFile    string
@@ -307,6 +308,7 @@ func newProxyFlags() (*flag.FlagSet, *proxyOptions) {
 	fs.IntVar(&o.maxFrame, "max-frame-bytes", 100<<20, "largest request or response frame accepted")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", proxy.DefaultMaxInFlight, "outstanding requests per client connection before the proxy stops reading")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text (key=value) or json, one object per line")
 	fs.StringVar(&o.produceMode, "produce-mode", "async", "async: acknowledge after the source; sync: after the source and the target (needs --target-bootstrap)")
 	fs.StringVar(&o.adminToken, "admin-token", "", "bearer token the admin API requires (default: $"+adminTokenEnv+"); required when --admin-listen is beyond loopback")
 	o.source.register(fs, "source-", "source")
@@ -335,7 +337,16 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var handler slog.Handler
+	switch o.logFormat {
+	case "text":
+		handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	case "json":
+		handler = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	default:
+		return fmt.Errorf("--log-format must be text or json, got %q", o.logFormat)
+	}
+	log := slog.New(handler)
 	slog.SetDefault(log)
 	for _, w := range warnings {
 		log.Warn(w)
