@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -65,51 +66,92 @@ type Process struct {
 	Addr, Admin string
 	LogPath     string
 	cmd         *exec.Cmd
+	exited      <-chan struct{} // closed once the process is reaped
 }
 
 // Start runs `kmigrate proxy --listen ADDR --admin-listen ADMIN args...` on
 // free addresses and waits until it accepts clients. The process dies with
-// the test.
+// the test. A free address can be taken by another process before the
+// proxy binds it (an auto-picked raft port, a broker): Start then tries
+// again on fresh addresses.
 func Start(t testing.TB, args ...string) *Process {
 	t.Helper()
-	return StartOn(t, FreeAddr(t), args...)
+	for attempt := 1; ; attempt++ {
+		p, err := start(t, FreeAddr(t), args...)
+		if err == nil {
+			return p
+		}
+		if attempt < 4 && strings.Contains(err.Error(), "address already in use") {
+			t.Logf("proxy start, attempt %d: %v; retrying on other addresses", attempt, firstLine(err.Error()))
+			continue
+		}
+		t.Fatal(err)
+	}
 }
 
 // StartOn is Start on a given client address, to restart a proxy where its
 // clients expect it.
 func StartOn(t testing.TB, listen string, args ...string) *Process {
 	t.Helper()
+	p, err := start(t, listen, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func start(t testing.TB, listen string, args ...string) (*Process, error) {
+	t.Helper()
 	p := &Process{Addr: listen, Admin: FreeAddr(t), LogPath: filepath.Join(t.TempDir(), "proxy.log")}
 	logFile, err := os.Create(p.LogPath)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	p.cmd = exec.Command(Binary(t), append([]string{"proxy", "--listen", p.Addr, "--admin-listen", p.Admin}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
+	}
+	exited := make(chan struct{})
+	go func() { p.cmd.Wait(); close(exited) }()
+	p.exited = exited
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", p.Addr); err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-exited:
+			out, _ := os.ReadFile(p.LogPath)
+			return nil, fmt.Errorf("proxy exited before listening on %s:\n%s", p.Addr, tail(out, 4000))
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.cmd.Process.Kill()
+			<-exited
+			out, _ := os.ReadFile(p.LogPath)
+			return nil, fmt.Errorf("proxy did not listen on %s:\n%s", p.Addr, tail(out, 4000))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
-		p.cmd.Wait()
+		<-exited
 		if t.Failed() {
 			out, _ := os.ReadFile(p.LogPath)
 			t.Logf("proxy log:\n%s", tail(out, 4000))
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", p.Addr); err == nil {
-			c.Close()
-			return p
-		}
-		if time.Now().After(deadline) {
-			out, _ := os.ReadFile(p.LogPath)
-			t.Fatalf("proxy did not listen on %s:\n%s", p.Addr, tail(out, 4000))
-		}
-		time.Sleep(100 * time.Millisecond)
+	return p, nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
 	}
+	return s
 }
 
 // CLI runs a kmigrate subcommand against this proxy's admin address.
@@ -120,10 +162,10 @@ func (p *Process) CLI(t testing.TB, args ...string) (string, error) {
 }
 
 // Kill9 kills the process with SIGKILL and reaps it.
-func (p *Process) Kill9() { p.cmd.Process.Signal(syscall.SIGKILL); p.cmd.Wait() }
+func (p *Process) Kill9() { p.cmd.Process.Signal(syscall.SIGKILL); <-p.exited }
 
 // Stop sends SIGTERM and waits.
-func (p *Process) Stop() { p.cmd.Process.Signal(syscall.SIGTERM); p.cmd.Wait() }
+func (p *Process) Stop() { p.cmd.Process.Signal(syscall.SIGTERM); <-p.exited }
 
 func tail(b []byte, n int) string {
 	if len(b) > n {
