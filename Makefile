@@ -5,7 +5,7 @@ GO        ?= go
 PKGS      := ./...
 FUZZTIME  ?= 30s
 
-.PHONY: build test unit deps vet fuzz bench bench-controlplane run clean
+.PHONY: build test test-faults unit deps vet fuzz bench bench-controlplane run clean
 
 build:
 	$(GO) build -o bin/kmigrate ./cmd/kmigrate
@@ -19,6 +19,16 @@ demo: build
 # real-Kafka integration tests.
 test: deps vet
 	$(GO) test -count=1 -timeout 28m $(PKGS)
+
+# The fault tests alone, verbose (they also run in `make test`): processes
+# killed, brokers stopped, links cut, a node killed mid-flip. Each asserts 0
+# lost, 0 duplicated, 0 reordered; docs/reliability.md records their numbers.
+FAULTS_INTEGRATION := TestBrokerRestart|TestTopicFlipNodeKilledMidFlip|TestMigrationFranzGo|TestTopicCutoverTwoNodes
+FAULTS_MIRROR      := TestKill9WhileMirroring|TestTargetOutage|TestWriterMovesAfterKill9
+test-faults: deps
+	$(GO) test -count=1 -timeout 20m -v -run '$(FAULTS_INTEGRATION)' ./integration
+	$(GO) test -count=1 -timeout 20m -v -run '$(FAULTS_MIRROR)' ./replicate
+	$(GO) test -count=1 -timeout 20m -v -run 'TestControlPlaneProcesses' ./cmd/kmigrate
 
 # Fast tests only (kfake, fuzz seed corpora); no Kafka needed.
 unit:
