@@ -315,10 +315,10 @@ type seqConsumer struct {
 	stopped     bool
 }
 
-func newSeqConsumer(t *testing.T, ctx context.Context, addr, topic, group string) *seqConsumer {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.ConsumerGroup(group),
+func newSeqConsumer(t *testing.T, ctx context.Context, addr, topic, group string, extra ...kgo.Opt) *seqConsumer {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.ConsumerGroup(group),
 		kgo.Balancers(kgo.RangeBalancer()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.HeartbeatInterval(500*time.Millisecond), kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll())
+		kgo.HeartbeatInterval(500 * time.Millisecond), kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll()}, extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -144,6 +144,13 @@ func (c *TopicCutover) Run(ctx context.Context, topic string, toTarget, force bo
 		}
 	}
 
+	// No transaction may stay open on the topic: its markers would land
+	// after the flip point (and transactions that did not go through this
+	// proxy count too).
+	if err := waitStable(hold, srcAdm, topic); err != nil {
+		return fail(fmt.Errorf("topic %s on the source: %w", topic, err))
+	}
+
 	// 2. Wait until the mirror holds everything the source has.
 	ends, err := srcAdm.ListEndOffsets(hold, topic)
 	if err == nil {
@@ -245,6 +252,9 @@ func (c *TopicCutover) rollback(ctx context.Context, topic string, start time.Ti
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
+	if err := waitStable(hold, dstAdm, topic); err != nil {
+		return fail(fmt.Errorf("topic %s on the target: %w", topic, err))
+	}
 	ends, err := dstAdm.ListEndOffsets(hold, topic)
 	if err == nil {
 		err = ends.Error()
@@ -296,6 +306,41 @@ func (c *TopicCutover) rollback(ctx context.Context, topic string, start time.Ti
 	rep.Total = time.Since(start)
 	log.Info("topic rolled back to the source", "partitions", len(partitions), "hold", rep.Hold, "total", rep.Total)
 	return rep, nil
+}
+
+// waitStable waits until no transaction is open on any partition of topic:
+// the last stable offset equals the end offset everywhere.
+func waitStable(ctx context.Context, adm *kadm.Client, topic string) error {
+	for {
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err == nil {
+			err = ends.Error()
+		}
+		stable, err2 := adm.ListCommittedOffsets(ctx, topic)
+		if err == nil && err2 == nil {
+			err = stable.Error()
+		}
+		if err == nil {
+			err = err2
+		}
+		if err != nil {
+			return fmt.Errorf("end and stable offsets: %w", err)
+		}
+		open := false
+		ends.Each(func(e kadm.ListedOffset) {
+			if s, ok := stable.Lookup(topic, e.Partition); !ok || s.Offset < e.Offset {
+				open = true
+			}
+		})
+		if !open {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("a transaction is still open on it: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // partitions lists the topic's partitions, checking that the target has

@@ -43,6 +43,17 @@ func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		// Counted before the primary is read: a flip that then sees no
 		// produce in flight has seen this one, or this one sees the flip.
 		c.p.produces.add(topics, 1)
+		if c.p.anyDraining(topics) && hasTransactional(req) {
+			// A transaction cannot wait out a flip: its topic's next
+			// records may go to the other cluster. Abort it now; the
+			// client runs it again once the flip is done.
+			c.p.produces.add(topics, -1)
+			if req.Acks == 0 {
+				return nil, nil
+			}
+			body, _ := errorResponse(r, kerr.TransactionAbortable.Code)
+			return respondBody(body), nil
+		}
 		if c.p.anyDraining(topics) {
 			c.p.produces.add(topics, -1)
 			// Held by not reading further from this client: its later
@@ -114,7 +125,7 @@ func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 func (c *clientConn) sendProduce(r *protocol.Request, req *kmsg.ProduceRequest) ([]*call, []brokerKey, []kmsg.ProduceResponseTopic, error) {
 	split, order := splitByBroker(req.Topics, produceTopics, c.router())
 	expectResponse := req.Acks != 0
-	if len(order) == 1 && order[0].cluster == c.p.source && !c.anyMapped(req.Topics) {
+	if len(order) == 1 && order[0].cluster == c.p.source && !c.anyMapped(req) {
 		cl, err := c.forward(order[0].id, r, r.Body, expectResponse)
 		return []*call{cl}, order, nil, err
 	}
@@ -142,10 +153,24 @@ func (c *clientConn) sendProduce(r *protocol.Request, req *kmsg.ProduceRequest) 
 	return calls, sendOrder, refused, err
 }
 
-// anyMapped reports whether a produce for the source has a topic whose
-// producers must be mapped (it came back from the target).
-func (c *clientConn) anyMapped(topics []kmsg.ProduceRequestTopic) bool {
-	for _, t := range topics {
+// anyMapped reports whether a produce for the source needs its batches
+// rewritten: a topic that came back from the target, or a transaction whose
+// id moved.
+func (c *clientConn) anyMapped(req *kmsg.ProduceRequest) bool {
+	if c.p.target == nil {
+		return false
+	}
+	if req.TransactionID != nil {
+		if st := c.p.txnState(*req.TransactionID); st != nil {
+			st.mu.Lock()
+			moved := st.mapped || st.home != c.p.source
+			st.mu.Unlock()
+			if moved {
+				return true
+			}
+		}
+	}
+	for _, t := range req.Topics {
 		if c.p.needsProducerMapping(c.p.source, t.Topic) {
 			return true
 		}
@@ -169,7 +194,7 @@ func dropRefused(topics []kmsg.ProduceRequestTopic, codes map[string]int16, refu
 			}
 			rp := kmsg.NewProduceResponseTopicPartition()
 			rp.Partition, rp.ErrorCode, rp.BaseOffset = p.Partition, code, -1
-			msg := "kmigrate: this topic's producers moved to the target cluster; transactions on it are not served there yet"
+			msg := "kmigrate: this transaction runs on the other cluster (its topic flipped); abort it and run it again"
 			rp.ErrorMessage = &msg
 			rt.Partitions = append(rt.Partitions, rp)
 		}

@@ -40,6 +40,31 @@ func handleApiVersions(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		resp.SupportedFeatures = up.SupportedFeatures
 		resp.FinalizedFeaturesEpoch = up.FinalizedFeaturesEpoch
 		resp.FinalizedFeatures = up.FinalizedFeatures
+		if c.p.target != nil {
+			capTransactionVersion(resp)
+		}
 	}
 	return respond(resp), nil
+}
+
+// capTransactionVersion shows transaction.version 1 at most: with a target
+// the proxy serves transactions V1 only (txn.go), and clients pick V2 from
+// this feature alone (franz-go does not look at the API versions).
+func capTransactionVersion(resp *kmsg.ApiVersionsResponse) {
+	sup := make([]kmsg.ApiVersionsResponseSupportedFeature, len(resp.SupportedFeatures))
+	copy(sup, resp.SupportedFeatures)
+	for i := range sup {
+		if sup[i].Name == "transaction.version" {
+			sup[i].MaxVersion = min16(sup[i].MaxVersion, 1)
+		}
+	}
+	fin := make([]kmsg.ApiVersionsResponseFinalizedFeature, len(resp.FinalizedFeatures))
+	copy(fin, resp.FinalizedFeatures)
+	for i := range fin {
+		if fin[i].Name == "transaction.version" {
+			fin[i].MaxVersionLevel = min16(fin[i].MaxVersionLevel, 1)
+			fin[i].MinVersionLevel = min16(fin[i].MinVersionLevel, fin[i].MaxVersionLevel)
+		}
+	}
+	resp.SupportedFeatures, resp.FinalizedFeatures = sup, fin
 }

@@ -209,10 +209,18 @@ func (c *clientConn) sendGroupRequest(r *protocol.Request, group, phase string, 
 			return nil, err
 		}
 		body = translated
-	case r.APIKey == 28 && home == c.p.target:
-		// A transaction runs where its producer writes: the source, until
-		// the topic's producers move (a later issue).
-		return nil, fmt.Errorf("TxnOffsetCommit for group %q, which the target serves: transactional consumers cannot move before their topics' producers", group)
+	case r.APIKey == 28 && c.p.target != nil:
+		translated, refusal, err := c.txnOffsetCommitFor(r, home)
+		if err != nil {
+			return nil, err
+		}
+		if refusal != nil {
+			if counted {
+				c.p.gate.commit(group, -1)
+			}
+			return respondBody(refusal), nil
+		}
+		body = translated
 	}
 	cl, err := c.forwardTo(home, broker, r, body, true)
 	if err != nil {
@@ -228,6 +236,63 @@ func (c *clientConn) sendGroupRequest(r *protocol.Request, group, phase string, 
 		}
 		return c.offsetsFromTarget(resp, r.APIVersion)
 	}, nil
+}
+
+// txnOffsetCommitFor prepares a TxnOffsetCommit for the group's home: the
+// transaction must run there too (else TRANSACTION_ABORTABLE: the group and
+// the topics its transactions write move together), its producer id is
+// the home's, and on the target its offsets cross the map.
+func (c *clientConn) txnOffsetCommitFor(r *protocol.Request, home *cluster) (body, refusal []byte, err error) {
+	req, err := decodeRequest[kmsg.TxnOffsetCommitRequest](r)
+	if err != nil {
+		return nil, nil, err
+	}
+	st := c.p.txnState(req.TransactionalID)
+	txnHome := c.p.source
+	if st != nil {
+		st.mu.Lock()
+		txnHome = st.home
+		req.ProducerID, req.ProducerEpoch = st.ids(req.ProducerID, req.ProducerEpoch)
+		st.mu.Unlock()
+	}
+	if txnHome != home {
+		c.log.Warn("transaction commits offsets of a group on the other cluster; answered TRANSACTION_ABORTABLE (move the group with the topics it writes)",
+			"transactional_id", req.TransactionalID, "group", req.Group)
+		b, _ := errorResponse(r, kerr.TransactionAbortable.Code)
+		return nil, b, nil
+	}
+	if home == c.p.target {
+		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+		defer cancel()
+		for i := range req.Topics {
+			t := &req.Topics[i]
+			for j := range t.Partitions {
+				pt := &t.Partitions[j]
+				if pt.Offset < 0 {
+					continue
+				}
+				tpos, err := c.positionOnTarget(ctx, t.Topic, pt.Partition, pt.Offset)
+				if err != nil {
+					return nil, nil, asUpstreamError(fmt.Errorf("transactional commit %s/%d at %d: %w", t.Topic, pt.Partition, pt.Offset, err))
+				}
+				pt.Offset, pt.LeaderEpoch = tpos, -1
+			}
+		}
+	}
+	return req.AppendTo(nil), nil, nil
+}
+
+// positionOnTarget translates a virtual position to the target, waiting
+// (bounded by ctx) for the mirror to cover it unless the map is final there.
+func (c *clientConn) positionOnTarget(ctx context.Context, topic string, partition int32, v int64) (int64, error) {
+	m := c.p.cfg.Maps.OffsetMap(topic, partition)
+	if !m.Flipped() {
+		if err := c.p.cfg.Covered(ctx, topic, partition, v); err != nil {
+			return 0, err
+		}
+		m = c.p.cfg.Maps.OffsetMap(topic, partition)
+	}
+	return m.PositionToTarget(v, true)
 }
 
 // commitToTarget translates an OffsetCommit's virtual positions into target

@@ -36,20 +36,6 @@ func handleJoinGroup(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	return handleGroupRequest(c, r, req.Group, req.MemberID)
 }
 
-func txnRouted[R any, PR interface {
-	*R
-	kmsg.Request
-}](txnOf func(PR) string) handler {
-	return func(c *clientConn, r *protocol.Request) (finishFunc, error) {
-		req, err := decodeRequest[R, PR](r)
-		if err != nil {
-			return nil, err
-		}
-		broker, _ := c.p.source.coordinator(c.ctx, 1, txnOf(req), false)
-		return c.forwardRaw(broker, r)
-	}
-}
-
 // handleInitProducerID goes to the transaction coordinator for transactional
 // producers and to any broker for idempotent ones.
 func handleInitProducerID(c *clientConn, r *protocol.Request) (finishFunc, error) {
@@ -59,7 +45,25 @@ func handleInitProducerID(c *clientConn, r *protocol.Request) (finishFunc, error
 	}
 	if req.TransactionalID != nil {
 		broker, _ := c.p.source.coordinator(c.ctx, 1, *req.TransactionalID, false)
-		return c.forwardRaw(broker, r)
+		cl, err := c.forward(broker, r, r.Body, true)
+		if err != nil || c.p.target == nil {
+			if err != nil {
+				return nil, err
+			}
+			return cl.wait, nil
+		}
+		id := *req.TransactionalID
+		return func(ctx context.Context) ([]byte, error) {
+			body, err := cl.wait(ctx)
+			if err != nil {
+				return nil, err
+			}
+			// Its transactions run on the source until a flip moves them.
+			if resp, err := decodeResponse[kmsg.InitProducerIDResponse](body, r.APIVersion); err == nil && resp.ErrorCode == 0 {
+				c.p.txnInitialized(id, resp.ProducerID, resp.ProducerEpoch)
+			}
+			return body, nil
+		}, nil
 	}
 	cl, from, err := c.forwardAny(r, r.Body)
 	if err != nil {

@@ -45,9 +45,9 @@ func routeTable() map[int16]handler {
 		21: handleDeleteRecords,
 		22: handleInitProducerID,
 		23: handleOffsetForLeaderEpoch,
-		24: txnRouted(func(r *kmsg.AddPartitionsToTxnRequest) string { return r.TransactionalID }),
-		25: txnRouted(func(r *kmsg.AddOffsetsToTxnRequest) string { return r.TransactionalID }),
-		26: txnRouted(func(r *kmsg.EndTxnRequest) string { return r.TransactionalID }),
+		24: handleAddPartitionsToTxn,
+		25: handleAddOffsetsToTxn,
+		26: handleEndTxn,
 		28: groupRouted(func(r *kmsg.TxnOffsetCommitRequest) string { return r.Group }),
 		29: toAnyBroker, // DescribeAcls
 		30: toAnyBroker, // CreateAcls
@@ -92,7 +92,11 @@ var versionCaps = map[int16]int16{
 // unknown topics on the other cluster. Versions naming topics by name are
 // served instead (every client falls back to them).
 var targetVersionCaps = map[int16]int16{
-	0:  12, // Produce v13 uses topic ids
+	// Produce v13 uses topic ids; v12 and EndTxn v5 are transactions V2
+	// (KIP-890), whose epoch bump at every EndTxn the mapping of moved
+	// transactional ids does not follow (txn.go).
+	0:  11,
+	26: 4,
 	1:  12, // Fetch v13 uses topic ids
 	8:  9,  // OffsetCommit v10 uses topic ids
 	9:  9,  // OffsetFetch v10 uses topic ids

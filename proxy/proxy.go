@@ -27,6 +27,7 @@ type Proxy struct {
 	gate      groupGate
 	produces  produceGate
 	pids      producerIDs
+	txns      txnRegistry
 	listener  net.Listener
 	advHost   string
 	advPort   int32

@@ -72,10 +72,13 @@ func (g *produceGate) add(topics []string, delta int) {
 
 // InflightProduces counts topic's produces forwarded to the source and not
 // yet answered.
+// Open transactions through this proxy that touch topic count too: their
+// markers are yet to be written.
 func (p *Proxy) InflightProduces(topic string) int {
 	p.produces.mu.Lock()
-	defer p.produces.mu.Unlock()
-	return p.produces.inflight[topic]
+	n := p.produces.inflight[topic]
+	p.produces.mu.Unlock()
+	return n + p.openTxns(topic)
 }
 
 // producerIDs maps the producer ids clients got from the source onto ids of
@@ -161,11 +164,6 @@ func (p *Proxy) mappedProducer(ctx context.Context, k producerKey) (*mappedProdu
 	return mp, nil
 }
 
-// errTransactionalToTarget refuses transactional batches for flipped topics:
-// their transaction runs on the source's coordinator, which cannot commit
-// records in the target.
-var errTransactionalToTarget = kerr.InvalidTxnState
-
 // needsProducerMapping reports whether batches for topic sent to cluster to
 // must have their producer mapped: always toward the target, and toward the
 // source once the topic came back from the target (route epoch 4 and on:
@@ -177,18 +175,26 @@ func (p *Proxy) needsProducerMapping(to *cluster, topic string) bool {
 	return p.target != nil && p.cfg.Routing != nil && p.cfg.Routing.TopicEpoch(topic) >= 4
 }
 
-// mapProducers rewrites the producer of every idempotent batch of a produce
-// bound for cluster to, where needsProducerMapping says so. It returns, per
-// partition key, an error code for partitions that cannot be sent (answered
-// locally).
+// mapProducers rewrites the producer of the batches of a produce bound for
+// cluster to: transactional batches after their transaction's home
+// (txnBatchFor), idempotent ones where needsProducerMapping says so. It
+// returns, per partition key, an error code for partitions that cannot be
+// sent (answered locally).
 func (c *clientConn) mapProducers(ctx context.Context, to *cluster, topics []kmsg.ProduceRequestTopic) (map[string]int16, error) {
 	var refused map[string]int16
+	refuse := func(topic string, partition int32, code int16) {
+		if refused == nil {
+			refused = make(map[string]int16)
+		}
+		refused[partitionKey(topic, partition)] = code
+	}
 	for i := range topics {
 		t := &topics[i]
-		if !c.p.needsProducerMapping(to, t.Topic) {
-			continue
+		mapIdempotent := c.p.needsProducerMapping(to, t.Topic)
+		var era uint64
+		if mapIdempotent {
+			era = c.p.cfg.Routing.TopicEpoch(t.Topic)
 		}
-		era := c.p.cfg.Routing.TopicEpoch(t.Topic)
 		for j := range t.Partitions {
 			pt := &t.Partitions[j]
 			batches, err := protocol.Batches(pt.Records)
@@ -197,16 +203,13 @@ func (c *clientConn) mapProducers(ctx context.Context, to *cluster, topics []kms
 			}
 			for _, b := range batches {
 				if b.Transactional() {
-					if to != c.p.target {
-						continue // the source runs its own transactions
+					if code := c.txnBatchFor(to, t.Topic, pt.Partition, b); code != 0 {
+						refuse(t.Topic, pt.Partition, code)
+						break
 					}
-					if refused == nil {
-						refused = make(map[string]int16)
-					}
-					refused[partitionKey(t.Topic, pt.Partition)] = errTransactionalToTarget.Code
-					break
+					continue
 				}
-				if b.ProducerID() < 0 {
+				if !mapIdempotent || b.ProducerID() < 0 {
 					continue
 				}
 				c.p.pids.mu.Lock()

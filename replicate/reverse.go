@@ -31,6 +31,10 @@ type Reverse struct {
 
 	mu     sync.Mutex
 	active map[Partition]*reversePart
+	// stuck: partitions whose target log has a hole at this offset
+	// (transaction markers): their records cannot sit at the same offsets
+	// in the source, so they are not copied back and cannot roll back.
+	stuck map[Partition]int64
 }
 
 // ReverseConfig describes a reverse mirror.
@@ -84,7 +88,7 @@ func NewReverse(cfg ReverseConfig) (*Reverse, error) {
 		return nil, fmt.Errorf("reverse mirror: source producer: %w", err)
 	}
 	return &Reverse{cfg: cfg, log: cfg.Logger.With("component", "reverse-mirror"), tgt: tgt, prod: prod,
-		srcAdm: kadm.NewClient(prod), active: make(map[Partition]*reversePart)}, nil
+		srcAdm: kadm.NewClient(prod), active: make(map[Partition]*reversePart), stuck: make(map[Partition]int64)}, nil
 }
 
 // Close releases the clients.
@@ -120,9 +124,17 @@ func (r *Reverse) Run(ctx context.Context) error {
 			if len(fp.Records) == 0 {
 				return
 			}
-			if err := r.copy(ctx, Partition{fp.Topic, fp.Partition}, fp.Records); err != nil {
+			tp := Partition{fp.Topic, fp.Partition}
+			var hole errHole
+			if err := r.copy(ctx, tp, fp.Records); errors.As(err, &hole) {
+				r.log.Error("reverse mirror stopped for this partition: the target has transaction markers, so its records cannot keep their offsets in the source; this topic cannot be rolled back", "topic", fp.Topic, "partition", fp.Partition, "target_offset", int64(hole))
+				r.drop(tp)
+				r.mu.Lock()
+				r.stuck[tp] = int64(hole)
+				r.mu.Unlock()
+			} else if err != nil {
 				r.log.Warn("reverse mirror: copy failed; the partition starts again from its map", "topic", fp.Topic, "partition", fp.Partition, "err", err)
-				r.drop(Partition{fp.Topic, fp.Partition})
+				r.drop(tp)
 			}
 		})
 	}
@@ -142,6 +154,11 @@ func (r *Reverse) discover(ctx context.Context) {
 			gone = append(gone, tp)
 		}
 	}
+	for tp := range r.stuck {
+		if !want[tp] {
+			delete(r.stuck, tp) // flipped back or away: a new start
+		}
+	}
 	r.mu.Unlock()
 	for _, tp := range gone {
 		r.drop(tp)
@@ -149,8 +166,9 @@ func (r *Reverse) discover(ctx context.Context) {
 	for tp := range want {
 		r.mu.Lock()
 		_, running := r.active[tp]
+		_, stuck := r.stuck[tp]
 		r.mu.Unlock()
-		if running {
+		if running || stuck {
 			continue
 		}
 		if err := r.start(ctx, tp); err != nil {
@@ -227,7 +245,10 @@ func (r *Reverse) copy(ctx context.Context, tp Partition, recs []*kgo.Record) er
 			continue
 		}
 		if rec.Offset != st.nextTarget+int64(len(out)) {
-			return fmt.Errorf("target offset %d follows %d: a hole (transaction markers on the target are not mirrored back)", rec.Offset, st.nextTarget+int64(len(out))-1)
+			if len(out) > 0 {
+				break // copy what comes before the hole first
+			}
+			return errHole(st.nextTarget)
 		}
 		out = append(out, &kgo.Record{Topic: tp.Topic, Partition: tp.Partition, Key: rec.Key, Value: rec.Value, Headers: rec.Headers, Timestamp: rec.Timestamp})
 	}
@@ -266,6 +287,13 @@ func (r *Reverse) copy(ctx context.Context, tp Partition, recs []*kgo.Record) er
 	st.copied += int64(len(out))
 	r.mu.Unlock()
 	return nil
+}
+
+// errHole is the target offset where a partition's log skips offsets.
+type errHole int64
+
+func (e errHole) Error() string {
+	return fmt.Sprintf("the target skips offset %d (a transaction marker or aborted records)", int64(e))
 }
 
 // CoveredTarget reports whether every target record of tp before offset t
