@@ -261,3 +261,143 @@ func (p *txnProducer) stop() (committed []int, aborted int, fatal error) {
 	defer p.mu.Unlock()
 	return p.committed, p.aborted, p.fatal
 }
+
+// TestExactlyOncePipelineAcrossFlips runs a consume-transform-produce
+// pipeline (franz-go GroupTransactSession: read_committed from topic in,
+// produce to topic out and commit its offsets in one transaction) through
+// the proxy while its group and both topics move to the target. Between the
+// group's flip and the output topic's, its transactions are aborted (the
+// group and the transaction are on different clusters) and run again once
+// both are on the target. In the end the output, read directly from the
+// target with read_committed, holds every input record exactly once.
+func TestExactlyOncePipelineAcrossFlips(t *testing.T) {
+	src, dst := cluster(t), target.Get(t)
+	in, out := uniqueName(t, "in"), uniqueName(t, "out")
+	group, outGroup := uniqueName(t, "pipeline"), uniqueName(t, "reader")
+	createTopicOn(t, src.Bootstrap(), in, 3)
+	createTopicOn(t, src.Bootstrap(), out, 3)
+	proxy := proxytest.Start(t, "--log-level", "info", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(),
+		"--topics", "^("+in+"|"+out+")$", "--data-dir", t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	prod := newSeqProducer(t, ctx, proxy.Addr, in, 0)
+	defer prod.stop()
+
+	sess, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(proxy.Addr), kgo.TransactionalID(uniqueName(t, "txn")),
+		kgo.ConsumerGroup(group), kgo.ConsumeTopics(in), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DefaultProduceTopic(out),
+		kgo.HeartbeatInterval(500*time.Millisecond), kgo.TransactionTimeout(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu       sync.Mutex
+		commits  int
+		aborts   int
+		pipeDone = make(chan struct{})
+		stopPipe = make(chan struct{})
+	)
+	go func() {
+		defer close(pipeDone)
+		for {
+			select {
+			case <-stopPipe:
+				return
+			default:
+			}
+			pctx, pcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			fs := sess.PollFetches(pctx)
+			pcancel()
+			if err := sess.Begin(); err != nil {
+				t.Errorf("begin: %v", err)
+				return
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				sess.Produce(ctx, &kgo.Record{Key: r.Key, Value: r.Value}, nil)
+			})
+			committed, err := sess.End(ctx, kgo.TryCommit)
+			mu.Lock()
+			if committed {
+				commits++
+			} else {
+				aborts++
+			}
+			mu.Unlock()
+			if err != nil && ctx.Err() == nil {
+				t.Logf("pipeline transaction not committed: %v", err)
+			}
+		}
+	}()
+	reader := newSeqConsumer(t, ctx, proxy.Addr, out, outGroup, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	defer reader.stop()
+	waitFor(t, ctx, "the mirror to map both topics and the pipeline to flow", func() bool {
+		_, err1 := proxy.CLI(t, "verify", "--topic", in, "--records", "0")
+		_, err2 := proxy.CLI(t, "verify", "--topic", out, "--records", "0")
+		return err1 == nil && err2 == nil && reader.count() > 1000
+	})
+	steps := [][]string{{"cutover", "group", outGroup}, {"cutover", "group", group}, {"cutover", "topic", out}, {"cutover", "topic", in}}
+	for _, step := range steps {
+		start := time.Now()
+		res, err := proxy.CLI(t, step...)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", step, err, res)
+		}
+		t.Logf("%s: took %s", strings.Join(step, " "), time.Since(start).Round(time.Millisecond))
+	}
+	n := reader.count()
+	waitFor(t, ctx, "the pipeline to flow with everything on the target", func() bool { return reader.count() > n+1000 })
+	sent := prod.stop()
+	waitFor(t, ctx, "every input record through the pipeline", func() bool { return reader.count() >= sent })
+	close(stopPipe)
+	<-pipeDone
+	sess.Close()
+	time.Sleep(time.Second)
+	got, _ := reader.stop()
+	lost, dup, _ := countDeliveries(got, sent)
+	mu.Lock()
+	t.Logf("%d input records; pipeline: %d transactions committed, %d aborted; output read through the proxy: %d records, lost %d, duplicated %d",
+		sent, commits, aborts, len(got), lost, dup)
+	mu.Unlock()
+	if lost != 0 || dup != 0 {
+		t.Fatalf("output: lost %d, duplicated %d: want 0 (exactly once)", lost, dup)
+	}
+	direct := readCommitted(t, ctx, dst.Bootstrap(), out, sent)
+	dlost, ddup := 0, 0
+	for i := 0; i < sent; i++ {
+		switch direct[i] {
+		case 0:
+			dlost++
+		case 1:
+		default:
+			ddup += direct[i] - 1
+		}
+	}
+	t.Logf("output read directly from the target (read_committed): lost %d, duplicated %d", dlost, ddup)
+	if dlost != 0 || ddup != 0 {
+		t.Fatalf("target output: lost %d, duplicated %d: want 0", dlost, ddup)
+	}
+}
+
+// readCommitted counts each sequence number in topic, read with
+// read_committed from addr until want distinct ones or 30 s.
+func readCommitted(t *testing.T, ctx context.Context, addr, topic string, want int) map[int]int {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	seen := map[int]int{}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(seen) < want && time.Now().Before(deadline) {
+		pctx, pcancel := context.WithTimeout(ctx, time.Second)
+		fs := cl.PollFetches(pctx)
+		pcancel()
+		fs.EachRecord(func(r *kgo.Record) {
+			s, _ := strconv.Atoi(string(r.Value))
+			seen[s]++
+		})
+	}
+	return seen
+}

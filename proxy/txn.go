@@ -291,9 +291,13 @@ func handleAddOffsetsToTxn(c *clientConn, r *protocol.Request) (finishFunc, erro
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if c.p.homeOf(c.p.groupPhase(req.Group)) != st.home {
+		// The error clients abort on here without giving up the id:
+		// franz-go fails its producer id on any other non-retriable
+		// error of AddOffsetsToTxn, and a retriable one would keep the
+		// transaction open, which the flip of its topics waits for.
 		resp := kmsg.NewPtrAddOffsetsToTxnResponse()
-		resp.Version, resp.ErrorCode = r.APIVersion, kerr.TransactionAbortable.Code
-		c.log.Warn("transaction commits offsets of a group on the other cluster; answered TRANSACTION_ABORTABLE (move the group with the topics it writes)",
+		resp.Version, resp.ErrorCode = r.APIVersion, kerr.UnknownServerError.Code
+		warnOnce.warn(c.log, "a transaction commits offsets of a group on the other cluster; aborted until the group and the topics it writes are on one cluster (flip them back to back)",
 			"transactional_id", st.id, "group", req.Group)
 		return respond(resp), nil
 	}
