@@ -14,6 +14,15 @@ import (
 // UNSUPPORTED_VERSION (KIP-511): the client cannot parse anything newer and
 // retries with the highest version listed.
 func handleApiVersions(c *clientConn, r *protocol.Request) (finishFunc, error) {
+	if r.APIVersion >= 3 {
+		// KIP-511: which client library this is, for the few answers
+		// clients disagree on (txn.go).
+		req := kmsg.NewPtrApiVersionsRequest()
+		req.Version = r.APIVersion
+		if req.ReadFrom(r.Body) == nil {
+			c.software.Store(&req.ClientSoftwareName)
+		}
+	}
 	table := c.p.apiVersions()
 	resp := kmsg.NewPtrApiVersionsResponse()
 	keys := make([]int16, 0, len(table))

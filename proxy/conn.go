@@ -9,7 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kmigrate/kmigrate/protocol"
@@ -45,6 +47,15 @@ type clientConn struct {
 	// forwarded later from the writer, hence the lock.
 	upstreamsMu sync.Mutex
 	upstreams   map[brokerKey]*brokerConn
+
+	// software is the client library's name from ApiVersions (KIP-511).
+	software atomic.Pointer[string]
+}
+
+// javaClient reports whether the client is Apache Kafka's Java client.
+func (c *clientConn) javaClient() bool {
+	s := c.software.Load()
+	return s != nil && strings.HasPrefix(*s, "apache-kafka-java")
 }
 
 // brokerKey names an upstream broker of one of the clusters.

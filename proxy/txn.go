@@ -291,12 +291,18 @@ func handleAddOffsetsToTxn(c *clientConn, r *protocol.Request) (finishFunc, erro
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if c.p.homeOf(c.p.groupPhase(req.Group)) != st.home {
-		// The error clients abort on here without giving up the id:
-		// franz-go fails its producer id on any other non-retriable
-		// error of AddOffsetsToTxn, and a retriable one would keep the
-		// transaction open, which the flip of its topics waits for.
+		// The error clients abort on here without giving up the id, which
+		// they do not agree on: the Java client takes TRANSACTION_ABORTABLE
+		// (KIP-890) and fails on UNKNOWN_SERVER_ERROR; franz-go fails its
+		// producer id on any non-retriable error but UNKNOWN_SERVER_ERROR.
+		// A retriable one would keep the transaction open, which the flip
+		// of its topics waits for.
+		code := kerr.UnknownServerError.Code
+		if c.javaClient() {
+			code = kerr.TransactionAbortable.Code
+		}
 		resp := kmsg.NewPtrAddOffsetsToTxnResponse()
-		resp.Version, resp.ErrorCode = r.APIVersion, kerr.UnknownServerError.Code
+		resp.Version, resp.ErrorCode = r.APIVersion, code
 		warnOnce.warn(c.log, "a transaction commits offsets of a group on the other cluster; aborted until the group and the topics it writes are on one cluster (flip them back to back)",
 			"transactional_id", st.id, "group", req.Group)
 		return respond(resp), nil

@@ -41,6 +41,9 @@ const (
 	MainLeaderElection    = "org.apache.kafka.tools.LeaderElectionCommand"
 	MainReassign          = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
 	MainMirrorMaker2      = "org.apache.kafka.connect.mirror.MirrorMaker" // connect-mirror-maker.sh
+	// The exactly-once consume-transform-produce tool of Kafka's system
+	// tests (the Java client's transactions with group metadata).
+	MainTxnCopier = "org.apache.kafka.tools.TransactionalMessageCopier"
 )
 
 // longRunning tools measure or move data, so they get the full JIT and a
