@@ -1,10 +1,15 @@
 package integration
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -288,4 +293,67 @@ func createTopicOn(t *testing.T, addr, topic string, partitions int32) {
 		t.Fatalf("create %s: %v", topic, err)
 	}
 	_ = fmt.Sprint()
+}
+
+// TestGroupCutoverRefusesConsumerProtocol: a group on the KIP-848 consumer
+// protocol (the Java client with group.protocol=consumer) consumes through
+// the proxy, and a cutover of it is refused with an answer that says why
+// and what to do; the group stays on the source and keeps consuming.
+func TestGroupCutoverRefusesConsumerProtocol(t *testing.T) {
+	if _, err := exec.LookPath("java"); err != nil {
+		t.Fatalf("java is required for the KIP-848 consumer test (JDK 17+ on PATH): %v", err)
+	}
+	src, dst := cluster(t), target.Get(t)
+	topic, group := uniqueName(t, "topic"), uniqueName(t, "group")
+	createTopicOn(t, src.Bootstrap(), topic, 3)
+	proxy := proxytest.Start(t, "--log-level", "info", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(),
+		"--topics", topic, "--data-dir", t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	prod := newSeqProducer(t, ctx, proxy.Addr, topic, 0)
+	defer prod.stop()
+
+	cctx, stopConsumer := context.WithCancel(ctx)
+	defer stopConsumer()
+	cmd, err := kafkatest.ToolCmd(cctx, kafkatest.MainVerifiableCons, "--bootstrap-server", proxy.Addr, "--topic", topic,
+		"--group-id", group, "--group-protocol", "consumer", "--reset-policy", "earliest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var consumed atomic.Int64
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var ev struct {
+				Name  string `json:"name"`
+				Count int64  `json:"count"`
+			}
+			if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Name == "records_consumed" {
+				consumed.Add(ev.Count)
+			}
+		}
+	}()
+	defer func() { stopConsumer(); cmd.Wait() }()
+	waitFor(t, ctx, "the KIP-848 consumer to consume through the proxy", func() bool { return consumed.Load() > 500 })
+
+	res, err := proxy.CLI(t, "cutover", "group", group)
+	if err == nil || !strings.Contains(res, "KIP-848") || !strings.Contains(res, "group.protocol=classic") {
+		t.Fatalf("cutover of a KIP-848 group: want a refusal naming KIP-848 and the way out, got %v\n%s", err, res)
+	}
+	t.Logf("refused as wanted: %s", strings.TrimSpace(res[strings.LastIndex(res, "kmigrate:"):]))
+	var route struct{ Phase string }
+	if err := getAdminJSON(proxy.Admin, "/v1/groups/"+group, &route); err != nil || route.Phase != "source" {
+		t.Fatalf("group after the refusal: %+v %v", route, err)
+	}
+	n := consumed.Load()
+	waitFor(t, ctx, "the consumer to go on after the refusal", func() bool { return consumed.Load() > n+500 })
 }

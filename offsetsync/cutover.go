@@ -77,6 +77,11 @@ type Report struct {
 // is under way.
 var ErrInProgress = errors.New("a cutover or rollback of this group is in progress")
 
+// ErrUnsupportedProtocol is returned for a group on the consumer rebalance
+// protocol (KIP-848): its members heartbeat with ConsumerGroupHeartbeat,
+// which the drain and fence of a cutover do not speak yet.
+var ErrUnsupportedProtocol = errors.New("the group uses the consumer rebalance protocol (KIP-848, group.protocol=consumer), which cannot be moved yet: run its members with group.protocol=classic to move it")
+
 // ErrUnknownGroup is returned for a group the cluster it would leave does
 // not know: no members and no committed offsets. Moving it would only
 // record a route for a name, most likely a typo.
@@ -109,6 +114,13 @@ func (c *Cutover) Run(ctx context.Context, group string, toTarget bool) (Report,
 	}
 
 	fromAdm, toAdm := kadm.NewClient(from), kadm.NewClient(to)
+	if cur == startPhase {
+		if listed, err := fromAdm.ListGroups(ctx); err == nil {
+			if g, ok := listed[group]; ok && g.GroupType == "consumer" {
+				return rep, fmt.Errorf("group %s on the %s: %w", group, rep.From, ErrUnsupportedProtocol)
+			}
+		}
+	}
 	// Start from a settled group: members still joining are missing from
 	// the member list (KIP-394 pending members), and a member whose
 	// JoinGroup already waits at the old coordinator never heartbeats, so it

@@ -128,6 +128,8 @@ func (a *groupAPI) move(w http.ResponseWriter, r *http.Request, toTarget bool) {
 			status = http.StatusConflict
 		case errors.Is(err, offsetsync.ErrUnknownGroup):
 			status = http.StatusNotFound
+		case errors.Is(err, offsetsync.ErrUnsupportedProtocol):
+			status = http.StatusUnprocessableEntity
 		}
 		writeJSON(w, status, map[string]any{"error": err.Error(), "report": rep})
 		return
