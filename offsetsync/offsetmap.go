@@ -287,16 +287,6 @@ func (m OffsetMap) Flipped() bool {
 	return ok && last.Open()
 }
 
-// MirroredEnd is the first virtual offset after the records the mirror
-// copied: End for a map the mirror still extends, the start of the open
-// segment for a flipped one.
-func (m OffsetMap) MirroredEnd() int64 {
-	if last, ok := m.Last(); ok && last.Open() {
-		return last.Virtual
-	}
-	return m.End()
-}
-
 // FillSource records that the reverse mirror copied the target records of
 // the open segment's first length virtual offsets to the source, at source
 // offsets from source on: the open segment is split into a closed segment

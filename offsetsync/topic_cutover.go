@@ -124,38 +124,19 @@ func (c *TopicCutover) Run(ctx context.Context, topic string, toTarget, force bo
 	holdStart := time.Now()
 	fail := func(err error) (TopicReport, error) {
 		// Undo: the proxies send the held produces to the source.
-		if rerr := c.Topics.SetTopicPrimary(context.Background(), topic, PrimaryDraining, PrimarySource, nil); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("revert topic %s to the source: %w", topic, rerr))
-		}
-		rep.Primary = c.Topics.TopicPrimary(topic)
-		rep.Hold = time.Since(holdStart)
-		return rep, err
+		return c.revert(rep, holdStart, PrimaryDraining, PrimarySource, err)
 	}
 	hold, cancel := context.WithTimeout(ctx, c.holdTimeout())
 	defer cancel()
 
-	// 1. Wait for the produces forwarded before the hold: their records
-	// are below the end offsets read next.
-	for c.Gate.InflightProduces(topic) > 0 {
-		select {
-		case <-hold.Done():
-			return fail(fmt.Errorf("topic %s: produces still in flight to the source: %w", topic, hold.Err()))
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
-
-	// No transaction may stay open on the topic: its markers would land
-	// after the flip point (and transactions that did not go through this
-	// proxy count too).
-	if err := waitStable(hold, srcAdm, topic); err != nil {
+	// 1. Nothing of the topic may still be on its way to the source: its
+	// records or transaction markers would land after the flip point.
+	if err := c.quiesce(hold, srcAdm, topic); err != nil {
 		return fail(fmt.Errorf("topic %s on the source: %w", topic, err))
 	}
 
 	// 2. Wait until the mirror holds everything the source has.
-	ends, err := srcAdm.ListEndOffsets(hold, topic)
-	if err == nil {
-		err = ends.Error()
-	}
+	ends, err := endOffsets(hold, srcAdm, topic)
 	if err != nil {
 		return fail(fmt.Errorf("source end offsets of %s: %w", topic, err))
 	}
@@ -167,10 +148,7 @@ func (c *TopicCutover) Run(ctx context.Context, topic string, toTarget, force bo
 	}
 	// Read after Covered: the target's ends then include every record the
 	// mirror wrote.
-	targetEnds, err := dstAdm.ListEndOffsets(hold, topic)
-	if err == nil {
-		err = targetEnds.Error()
-	}
+	targetEnds, err := endOffsets(hold, dstAdm, topic)
 	if err != nil {
 		return fail(fmt.Errorf("target end offsets of %s: %w", topic, err))
 	}
@@ -236,29 +214,14 @@ func (c *TopicCutover) rollback(ctx context.Context, topic string, start time.Ti
 	}
 	holdStart := time.Now()
 	fail := func(err error) (TopicReport, error) {
-		if rerr := c.Topics.SetTopicPrimary(context.Background(), topic, PrimaryRollingBack, PrimaryTarget, nil); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("revert topic %s to the target: %w", topic, rerr))
-		}
-		rep.Primary = c.Topics.TopicPrimary(topic)
-		rep.Hold = time.Since(holdStart)
-		return rep, err
+		return c.revert(rep, holdStart, PrimaryRollingBack, PrimaryTarget, err)
 	}
 	hold, cancel := context.WithTimeout(ctx, c.holdTimeout())
 	defer cancel()
-	for c.Gate.InflightProduces(topic) > 0 {
-		select {
-		case <-hold.Done():
-			return fail(fmt.Errorf("topic %s: produces still in flight to the target: %w", topic, hold.Err()))
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
-	if err := waitStable(hold, dstAdm, topic); err != nil {
+	if err := c.quiesce(hold, dstAdm, topic); err != nil {
 		return fail(fmt.Errorf("topic %s on the target: %w", topic, err))
 	}
-	ends, err := dstAdm.ListEndOffsets(hold, topic)
-	if err == nil {
-		err = ends.Error()
-	}
+	ends, err := endOffsets(hold, dstAdm, topic)
 	if err != nil {
 		return fail(fmt.Errorf("target end offsets of %s: %w", topic, err))
 	}
@@ -280,10 +243,7 @@ func (c *TopicCutover) rollback(ctx context.Context, topic string, start time.Ti
 			}
 		}
 	}
-	sourceEnds, err := srcAdm.ListEndOffsets(hold, topic)
-	if err == nil {
-		err = sourceEnds.Error()
-	}
+	sourceEnds, err := endOffsets(hold, srcAdm, topic)
 	if err != nil {
 		return fail(fmt.Errorf("source end offsets of %s: %w", topic, err))
 	}
@@ -308,14 +268,46 @@ func (c *TopicCutover) rollback(ctx context.Context, topic string, start time.Ti
 	return rep, nil
 }
 
+// revert undoes a hold: the topic goes back to the primary it left, and
+// the proxies send the produces they held there.
+func (c *TopicCutover) revert(rep TopicReport, holdStart time.Time, holding, back string, err error) (TopicReport, error) {
+	if rerr := c.Topics.SetTopicPrimary(context.Background(), rep.Topic, holding, back, nil); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("revert topic %s to the %s: %w", rep.Topic, back, rerr))
+	}
+	rep.Primary = c.Topics.TopicPrimary(rep.Topic)
+	rep.Hold = time.Since(holdStart)
+	return rep, err
+}
+
+// quiesce waits, with the topic's produces held, until nothing of it is on
+// its way to the cluster it leaves (adm's): no produce forwarded and not yet
+// answered, no transaction open through any proxy node (both counted by
+// the gate), and no transaction open on the cluster itself.
+func (c *TopicCutover) quiesce(ctx context.Context, adm *kadm.Client, topic string) error {
+	for c.Gate.InflightProduces(topic) > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("produces still in flight: %w", ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return waitStable(ctx, adm, topic)
+}
+
+// endOffsets lists topic's end offsets, any partition's error failing it.
+func endOffsets(ctx context.Context, adm *kadm.Client, topic string) (kadm.ListedOffsets, error) {
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	return ends, err
+}
+
 // waitStable waits until no transaction is open on any partition of topic:
 // the last stable offset equals the end offset everywhere.
 func waitStable(ctx context.Context, adm *kadm.Client, topic string) error {
 	for {
-		ends, err := adm.ListEndOffsets(ctx, topic)
-		if err == nil {
-			err = ends.Error()
-		}
+		ends, err := endOffsets(ctx, adm, topic)
 		stable, err2 := adm.ListCommittedOffsets(ctx, topic)
 		if err == nil && err2 == nil {
 			err = stable.Error()

@@ -34,13 +34,17 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		return nil, err
 	}
 	req.SessionID, req.SessionEpoch, req.ForgottenTopics = 0, -1, nil
-	split, order := splitByBroker(req.Topics, fetchTopics, c.fetchRouter(req.Topics))
+	var fm *fetchMaps
+	if c.p.target != nil {
+		fm = c.readFetchMaps(req.Topics)
+	}
+	split, order := splitByBroker(req.Topics, fetchTopics, c.fetchRouter(fm))
 	if len(order) == 0 { // an empty fetch still gets an answer
 		order = []brokerKey{{c.p.source, c.p.source.anyBroker()}}
 	}
 	for _, b := range order {
 		if b.cluster == c.p.target {
-			c.fetchToTarget(split[b])
+			c.fetchToTarget(split[b], fm)
 		}
 	}
 	calls, err := c.scatter(r, order, func(b brokerKey) kmsg.Request {
@@ -94,7 +98,7 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		}
 		for i, resp := range resps {
 			if order[i].cluster == c.p.target {
-				c.fetchToVirtual(resp)
+				c.fetchToVirtual(resp, fm)
 			}
 		}
 		merged := resps[0]
@@ -161,28 +165,17 @@ func moved(topics []kmsg.FetchRequestTopic, version int16) []byte {
 // fetchRouter routes each partition of a fetch: to the target when its
 // topic's producers flipped and the fetch position has its records there,
 // else to the source (history older than the mirror's start stays there).
-func (c *clientConn) fetchRouter(topics []kmsg.FetchRequestTopic) func(key string, partition int32) brokerKey {
+func (c *clientConn) fetchRouter(fm *fetchMaps) func(key string, partition int32) brokerKey {
 	route := c.router()
-	if c.p.target == nil {
+	if fm == nil || len(fm.toSource) == 0 {
 		return route
 	}
 	toSource := c.sourceRouter()
 	return func(key string, partition int32) brokerKey {
-		b := route(key, partition)
-		if b.cluster != c.p.target {
-			return b
+		if fm.toSource[topicPartition{key, partition}] {
+			return toSource(key, partition)
 		}
-		for _, t := range topics {
-			if t.Topic != key {
-				continue
-			}
-			for _, p := range t.Partitions {
-				if p.Partition == partition && !c.fetchTranslatable(key, partition, p.FetchOffset) {
-					return toSource(key, partition)
-				}
-			}
-		}
-		return b
+		return route(key, partition)
 	}
 }
 

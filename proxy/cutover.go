@@ -283,7 +283,10 @@ func (c *clientConn) txnOffsetCommitFor(r *protocol.Request, home *cluster) (bod
 }
 
 // positionOnTarget translates a virtual position to the target, waiting
-// (bounded by ctx) for the mirror to cover it unless the map is final there.
+// (bounded by ctx) for the mirror to cover it. A flipped partition's map is
+// final below the flip and exact beyond it, so there is nothing to wait
+// for; otherwise the map is read again after the wait, which may have
+// added the records it waited for.
 func (c *clientConn) positionOnTarget(ctx context.Context, topic string, partition int32, v int64) (int64, error) {
 	m := c.p.cfg.Maps.OffsetMap(topic, partition)
 	if !m.Flipped() {
@@ -315,16 +318,7 @@ func (c *clientConn) commitToTarget(r *protocol.Request) ([]byte, error) {
 			if pt.Offset < 0 {
 				continue
 			}
-			m := c.p.cfg.Maps.OffsetMap(name, pt.Partition)
-			// A flipped partition's map is final below the flip and exact
-			// beyond it; otherwise wait for the mirror and read it again.
-			if !m.Flipped() {
-				if err := c.p.cfg.Covered(ctx, name, pt.Partition, pt.Offset); err != nil {
-					return nil, asUpstreamError(fmt.Errorf("commit %s/%d at %d: %w", name, pt.Partition, pt.Offset, err))
-				}
-				m = c.p.cfg.Maps.OffsetMap(name, pt.Partition)
-			}
-			tpos, err := m.PositionToTarget(pt.Offset, true)
+			tpos, err := c.positionOnTarget(ctx, name, pt.Partition, pt.Offset)
 			if err != nil {
 				return nil, asUpstreamError(fmt.Errorf("commit %s/%d at %d: %w", name, pt.Partition, pt.Offset, err))
 			}

@@ -301,10 +301,3 @@ var handleListTransactions = broadcast(func(dst, src *kmsg.ListTransactionsRespo
 	dst.ThrottleMillis = maxThrottle(dst.ThrottleMillis, src.ThrottleMillis)
 	dst.ErrorCode = cmp.Or(dst.ErrorCode, src.ErrorCode)
 })
-
-func firstOr(ids []int32, fallback int32) int32 {
-	if len(ids) > 0 {
-		return ids[0]
-	}
-	return fallback
-}

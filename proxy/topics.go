@@ -279,14 +279,59 @@ func (c *clientConn) produceToVirtual(resp *kmsg.ProduceResponse) {
 	}
 }
 
+// topicPartition names a partition in the proxy's per-request tables.
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// fetchMaps holds, for one fetch, the offset maps of its partitions whose
+// topics flipped, each read once (a read copies the map out of the control
+// plane's state), and the partitions whose position the target cannot
+// serve: history older than the mirror's start stays on the source.
+type fetchMaps struct {
+	maps     map[topicPartition]offsetsync.OffsetMap
+	toSource map[topicPartition]bool
+}
+
+func (c *clientConn) readFetchMaps(topics []kmsg.FetchRequestTopic) *fetchMaps {
+	fm := &fetchMaps{}
+	for _, t := range topics {
+		if !c.p.servedByTarget(t.Topic) {
+			continue
+		}
+		for _, p := range t.Partitions {
+			if fm.maps == nil {
+				fm.maps = make(map[topicPartition]offsetsync.OffsetMap)
+				fm.toSource = make(map[topicPartition]bool)
+			}
+			tp := topicPartition{t.Topic, p.Partition}
+			m := c.mapOf(t.Topic, p.Partition)
+			fm.maps[tp] = m
+			if _, err := m.PositionToTarget(p.FetchOffset, true); err != nil {
+				fm.toSource[tp] = true
+			}
+		}
+	}
+	return fm
+}
+
+// of is a partition's map, read now if the fetch did not read it.
+func (fm *fetchMaps) of(c *clientConn, topic string, partition int32) offsetsync.OffsetMap {
+	if m, ok := fm.maps[topicPartition{topic, partition}]; ok {
+		return m
+	}
+	return c.mapOf(topic, partition)
+}
+
 // fetchToTarget rewrites the partitions of a fetch bound for the target:
 // positions to target offsets; epochs, which are the source's, withdrawn.
-func (c *clientConn) fetchToTarget(topics []kmsg.FetchRequestTopic) {
+func (c *clientConn) fetchToTarget(topics []kmsg.FetchRequestTopic, fm *fetchMaps) {
 	for i := range topics {
 		t := &topics[i]
 		for j := range t.Partitions {
 			pt := &t.Partitions[j]
-			if at, err := c.mapOf(t.Topic, pt.Partition).PositionToTarget(pt.FetchOffset, true); err == nil {
+			if at, err := fm.of(c, t.Topic, pt.Partition).PositionToTarget(pt.FetchOffset, true); err == nil {
 				pt.FetchOffset = at
 			}
 			pt.CurrentLeaderEpoch, pt.LastFetchedEpoch, pt.LogStartOffset = -1, -1, -1
@@ -294,23 +339,15 @@ func (c *clientConn) fetchToTarget(topics []kmsg.FetchRequestTopic) {
 	}
 }
 
-// fetchTranslatable reports whether a fetch position of a flipped topic has
-// its records in the target (else the fetch stays on the source: history
-// the mirror did not copy).
-func (c *clientConn) fetchTranslatable(topic string, partition int32, v int64) bool {
-	_, err := c.mapOf(topic, partition).PositionToTarget(v, true)
-	return err == nil
-}
-
 // fetchToVirtual translates a target's Fetch answer: every offset, and the
 // base offset of every batch (not covered by the batch CRC: the records stay
 // as they are).
-func (c *clientConn) fetchToVirtual(resp *kmsg.FetchResponse) {
+func (c *clientConn) fetchToVirtual(resp *kmsg.FetchResponse, fm *fetchMaps) {
 	for i := range resp.Topics {
 		t := &resp.Topics[i]
 		for j := range t.Partitions {
 			pt := &t.Partitions[j]
-			m := c.mapOf(t.Topic, pt.Partition)
+			m := fm.of(c, t.Topic, pt.Partition)
 			pt.HighWatermark = virtualPosition(m, pt.HighWatermark)
 			pt.LastStableOffset = virtualPosition(m, pt.LastStableOffset)
 			pt.LogStartOffset = virtualPosition(m, pt.LogStartOffset)

@@ -164,9 +164,7 @@ func handleAddPartitionsToTxn(c *clientConn, r *protocol.Request) (finishFunc, e
 	}
 	st := c.p.txnState(req.TransactionalID)
 	if c.p.target == nil || st == nil {
-		// No target, or an id initialized before this proxy knew it.
-		broker, _ := c.p.source.coordinator(c.ctx, 1, req.TransactionalID, false)
-		return c.forwardRaw(broker, r)
+		return c.toSourceTxnCoordinator(r, req.TransactionalID)
 	}
 	topics := make([]string, 0, len(req.Topics))
 	for _, t := range req.Topics {
@@ -216,6 +214,14 @@ func handleAddPartitionsToTxn(c *clientConn, r *protocol.Request) (finishFunc, e
 	return c.sendToTxnCoordinator(r, st, req)
 }
 
+// toSourceTxnCoordinator forwards a transactional request unchanged to the
+// source's coordinator of id: no target, or an id initialized before this
+// proxy knew it.
+func (c *clientConn) toSourceTxnCoordinator(r *protocol.Request, id string) (finishFunc, error) {
+	broker, _ := c.p.source.coordinator(c.ctx, 1, id, false)
+	return c.forwardRaw(broker, r)
+}
+
 // sendToTxnCoordinator forwards a rewritten transactional request to the
 // coordinator of st's home.
 func (c *clientConn) sendToTxnCoordinator(r *protocol.Request, st *txnState, req kmsg.Request) (finishFunc, error) {
@@ -252,8 +258,7 @@ func handleEndTxn(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	}
 	st := c.p.txnState(req.TransactionalID)
 	if c.p.target == nil || st == nil {
-		broker, _ := c.p.source.coordinator(c.ctx, 1, req.TransactionalID, false)
-		return c.forwardRaw(broker, r)
+		return c.toSourceTxnCoordinator(r, req.TransactionalID)
 	}
 	st.mu.Lock()
 	req.ProducerID, req.ProducerEpoch = st.ids(req.ProducerID, req.ProducerEpoch)
@@ -285,8 +290,7 @@ func handleAddOffsetsToTxn(c *clientConn, r *protocol.Request) (finishFunc, erro
 	}
 	st := c.p.txnState(req.TransactionalID)
 	if c.p.target == nil || st == nil {
-		broker, _ := c.p.source.coordinator(c.ctx, 1, req.TransactionalID, false)
-		return c.forwardRaw(broker, r)
+		return c.toSourceTxnCoordinator(r, req.TransactionalID)
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()

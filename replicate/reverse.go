@@ -295,10 +295,3 @@ type errHole int64
 func (e errHole) Error() string {
 	return fmt.Sprintf("the target skips offset %d (a transaction marker or aborted records)", int64(e))
 }
-
-// CoveredTarget reports whether every target record of tp before offset t
-// has been copied to the source and recorded.
-func CoveredTarget(m offsetsync.OffsetMap, t int64) bool {
-	last, ok := m.Last()
-	return ok && last.Open() && last.Target >= t
-}

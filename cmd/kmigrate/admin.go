@@ -3,7 +3,9 @@ package main
 import (
 	"crypto/subtle"
 	"embed"
+	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -98,6 +100,38 @@ func newAdminClient(addr, token string) *adminClient {
 		addr = "http://" + addr
 	}
 	return &adminClient{addr: strings.TrimRight(addr, "/"), token: adminToken(token), http: &http.Client{}}
+}
+
+// postMove runs a cutover or rollback through a node's admin API and
+// decodes its report; an error answer comes back as an error carrying the
+// answer's body, which is also returned as it is (for --json).
+func postMove[R any](admin, token, path string) (rep R, body []byte, err error) {
+	resp, err := newAdminClient(admin, token).do(http.MethodPost, path)
+	if err != nil {
+		return rep, nil, err
+	}
+	defer resp.Body.Close()
+	body, _ = io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return rep, body, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	return rep, body, json.Unmarshal(body, &rep)
+}
+
+// routeField reads one field of a route (GET /v1/groups/G or
+// /v1/topics/T): its phase or primary.
+func routeField(admin, token, path, field string) (string, bool) {
+	resp, err := newAdminClient(admin, token).do(http.MethodGet, path)
+	if err != nil {
+		return "", false
+	}
+	defer resp.Body.Close()
+	var route map[string]any
+	if json.NewDecoder(resp.Body).Decode(&route) != nil {
+		return "", false
+	}
+	v, ok := route[field].(string)
+	return v, ok
 }
 
 func (c *adminClient) do(method, path string) (*http.Response, error) {

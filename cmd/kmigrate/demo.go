@@ -2,19 +2,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -246,54 +243,26 @@ func createDemoTopic(ctx context.Context, bootstrap, topic string, partitions in
 
 // moveGroup calls the node's admin API, as `kmigrate cutover group` does.
 func moveGroup(admin, group, verb string) (offsetsync.Report, error) {
-	var rep offsetsync.Report
-	resp, err := newAdminClient(admin, "").do(http.MethodPost, fmt.Sprintf("/v1/groups/%s/%s", group, verb))
-	if err != nil {
-		return rep, err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return rep, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	return rep, json.Unmarshal(body, &rep)
+	rep, _, err := postMove[offsetsync.Report](admin, "", fmt.Sprintf("/v1/groups/%s/%s", group, verb))
+	return rep, err
 }
 
 // moveTopic calls the node's admin API, as `kmigrate cutover topic` does.
 func moveTopic(admin, topic, verb string) (offsetsync.TopicReport, error) {
-	var rep offsetsync.TopicReport
-	resp, err := newAdminClient(admin, "").do(http.MethodPost, fmt.Sprintf("/v1/topics/%s/%s", topic, verb))
-	if err != nil {
-		return rep, err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return rep, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	return rep, json.Unmarshal(body, &rep)
+	rep, _, err := postMove[offsetsync.TopicReport](admin, "", fmt.Sprintf("/v1/topics/%s/%s", topic, verb))
+	return rep, err
 }
 
 func primaryOf(admin, topic string) string {
-	resp, err := newAdminClient(admin, "").do(http.MethodGet, "/v1/topics/"+topic)
-	if err != nil {
-		return "?"
-	}
-	defer resp.Body.Close()
-	var out struct{ Primary string }
-	json.NewDecoder(resp.Body).Decode(&out)
-	return out.Primary
+	return routeFieldOr(admin, "/v1/topics/"+topic, "primary")
 }
+func phaseOf(admin, group string) string { return routeFieldOr(admin, "/v1/groups/"+group, "phase") }
 
-func phaseOf(admin, group string) string {
-	resp, err := newAdminClient(admin, "").do(http.MethodGet, "/v1/groups/"+group)
-	if err != nil {
-		return "?"
+func routeFieldOr(admin, path, field string) string {
+	if v, ok := routeField(admin, "", path, field); ok {
+		return v
 	}
-	defer resp.Body.Close()
-	var out struct{ Phase string }
-	json.NewDecoder(resp.Body).Decode(&out)
-	return out.Phase
+	return "?"
 }
 
 func endOffsets(ctx context.Context, bootstrap, topic string) int64 {

@@ -6,12 +6,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/kmigrate/kmigrate/offsetsync"
@@ -163,22 +161,15 @@ func runGroupCommand(verb string, args []string) error {
 	}
 	start := time.Now()
 	stopProgress := showProgress(*admin, *token, "/v1/groups/"+url.PathEscape(group), "phase", *asJSON || *noWait)
-	resp, err := newAdminClient(*admin, *token).do(http.MethodPost, path)
+	rep, body, err := postMove[offsetsync.Report](*admin, *token, path)
 	stopProgress()
-	if err != nil {
-		return fmt.Errorf("%s group %s: %w", verb, group, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
 	if *asJSON {
 		os.Stdout.Write(body)
 	}
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s group %s: %s: %s", verb, group, resp.Status, strings.TrimSpace(string(body)))
+	if err != nil {
+		return fmt.Errorf("%s group %s: %w", verb, group, err)
 	}
 	if !*asJSON {
-		var rep offsetsync.Report
-		json.Unmarshal(body, &rep)
 		switch {
 		case *noWait:
 			fmt.Printf("%s of group %s started\n", verb, group)

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -38,23 +36,20 @@ func (g groupRoutes) SetTopicPrimary(ctx context.Context, topic, from, to string
 	}
 	// Sorted, so that every replica of the command is byte-identical.
 	slices.SortFunc(cmd.Segments, func(a, b raftstore.PartitionSegment) int { return int(a.Partition) - int(b.Partition) })
+	return g.applyTopic(ctx, cmd)
+}
+
+func (g groupRoutes) CloseTopic(ctx context.Context, topic, from, to string) error {
+	return g.applyTopic(ctx, raftstore.SetTopicPrimary{Topic: topic, Primary: raftstore.ProducerPrimary(to), From: raftstore.ProducerPrimary(from), CloseOpen: true})
+}
+
+func (g groupRoutes) applyTopic(ctx context.Context, cmd raftstore.SetTopicPrimary) error {
 	res, err := g.store.Apply(ctx, cmd)
 	if err == nil {
 		err = res.Err
 	}
 	if err != nil {
-		return fmt.Errorf("set topic %s primary %s → %s: %w", topic, from, to, err)
-	}
-	return nil
-}
-
-func (g groupRoutes) CloseTopic(ctx context.Context, topic, from, to string) error {
-	res, err := g.store.Apply(ctx, raftstore.SetTopicPrimary{Topic: topic, Primary: raftstore.ProducerPrimary(to), From: raftstore.ProducerPrimary(from), CloseOpen: true})
-	if err == nil {
-		err = res.Err
-	}
-	if err != nil {
-		return fmt.Errorf("set topic %s primary %s → %s: %w", topic, from, to, err)
+		return fmt.Errorf("set topic %s primary %s → %s: %w", cmd.Topic, cmd.From, cmd.Primary, err)
 	}
 	return nil
 }
@@ -153,14 +148,9 @@ func showProgress(admin, token, path, field string, quiet bool) func() {
 			if quiet {
 				continue
 			}
-			resp, err := newAdminClient(admin, token).do(http.MethodGet, path)
-			if err != nil {
-				continue
+			if v, ok := routeField(admin, token, path, field); ok {
+				fmt.Fprintf(os.Stderr, "  … %s %s, %s\n", field, v, time.Since(start).Round(100*time.Millisecond))
 			}
-			var st map[string]any
-			json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
-			fmt.Fprintf(os.Stderr, "  … %s %v, %s\n", field, st[field], time.Since(start).Round(100*time.Millisecond))
 		}
 	}()
 	return func() { close(done); <-stopped }
@@ -186,22 +176,15 @@ func runTopicCommand(verb string, args []string) error {
 		path += "?force=true"
 	}
 	stopProgress := showProgress(*admin, *token, "/v1/topics/"+url.PathEscape(topic), "primary", *asJSON)
-	resp, err := newAdminClient(*admin, *token).do(http.MethodPost, path)
+	rep, body, err := postMove[offsetsync.TopicReport](*admin, *token, path)
 	stopProgress()
-	if err != nil {
-		return fmt.Errorf("%s topic %s: %w", verb, topic, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
 	if *asJSON {
 		os.Stdout.Write(body)
 	}
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s topic %s: %s: %s", verb, topic, resp.Status, strings.TrimSpace(string(body)))
+	if err != nil {
+		return fmt.Errorf("%s topic %s: %w", verb, topic, err)
 	}
 	if !*asJSON {
-		var rep offsetsync.TopicReport
-		json.Unmarshal(body, &rep)
 		if rep.AlreadyDone {
 			fmt.Printf("topic %s already produces to the %s\n", topic, rep.To)
 			return nil
