@@ -69,6 +69,14 @@ type Options struct {
 	// Cluster.CAFile.
 	TLS bool
 
+	// ACLs turns on Kafka's StandardAuthorizer with no ACL granted: only
+	// super users may do anything. The super users are the first of Users
+	// (the harness's admin) and ANONYMOUS, the principal of the PLAINTEXT
+	// and controller listeners, so the broker itself and the harness's
+	// set-up keep working while the other Users get only the ACLs a test
+	// grants them (over the SASL listeners).
+	ACLs bool
+
 	// BrokerConfig overrides or adds server.properties entries, e.g.
 	// {"log.retention.ms": "1000"}. Listener settings are the harness's.
 	BrokerConfig map[string]string
@@ -101,6 +109,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.LogLevel == "" {
 		o.LogLevel = defaultLogLevel
+	}
+	if o.ACLs && !o.SASL {
+		return o, fmt.Errorf("kafkatest: ACLs need SASL: without it every client is ANONYMOUS, a super user")
 	}
 	if o.SASL && len(o.Users) == 0 {
 		o.Users = []User{DefaultUser}

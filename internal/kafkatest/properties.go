@@ -86,6 +86,10 @@ func (c *Cluster) serverProperties() string {
 			p[prefix+"scram-sha-512.sasl.jaas.config"] = scram
 		}
 	}
+	if c.opts.ACLs {
+		p["authorizer.class.name"] = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+		p["super.users"] = "User:ANONYMOUS;User:" + c.opts.Users[0].Name
+	}
 	if c.certs != nil {
 		// Kafka reads PEM key material straight from the config
 		// (ssl.keystore.type=PEM), so no JKS/PKCS12 keystore is needed. The
