@@ -390,9 +390,9 @@ func (r *run) compareConfigs(ctx context.Context, src, dst *clusterInfo, topics 
 	}
 }
 
-// nonEmpty reports target topics that already hold records: the proxy's
-// clients never see them (offsets are translated through the map), but
-// anyone reading the target directly does.
+// nonEmpty reports target topics that already hold records: the mirror
+// starts a partition only when the target's is empty (replicate's resume),
+// so before mirroring this blocks the topic.
 func (r *run) nonEmpty(ctx context.Context, dst *clusterInfo, topics []string) {
 	if len(topics) == 0 {
 		return
@@ -420,7 +420,7 @@ func (r *run) nonEmpty(ctx context.Context, dst *clusterInfo, topics []string) {
 			}
 		})
 		if held > 0 {
-			r.add(Warn, dst.Name, "topic", "topic "+name, "already holds %d records: the mirror appends after them; clients of the proxy never see them, direct readers of the target do", held)
+			r.add(Fail, dst.Name, "topic", "topic "+name, "already holds %d records: the mirror refuses a partition holding records it did not write, since copying into it would duplicate them; empty it or exclude the topic (ignore this once kmigrate's own mirror writes it)", held)
 		}
 	}
 }

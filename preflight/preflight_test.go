@@ -29,7 +29,8 @@ func fakeCluster(t *testing.T, name string) (Cluster, *kadm.Client) {
 
 // TestTopicMismatches checks the findings that need no ACLs: a target topic
 // with fewer partitions fails, one with more warns, a smaller
-// max.message.bytes fails, and a missing topic is reported creatable.
+// max.message.bytes fails, a target topic holding records fails, and a
+// missing topic is reported creatable.
 func TestTopicMismatches(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -50,6 +51,11 @@ func TestTopicMismatches(t *testing.T) {
 	create(dstAdm, "limits", 1, map[string]*string{"max.message.bytes": &small})
 	create(srcAdm, "missing", 2, nil)
 	create(srcAdm, "excluded", 1, nil)
+	create(srcAdm, "filled", 1, nil)
+	create(dstAdm, "filled", 1, nil)
+	if err := dst.Client.ProduceSync(ctx, &kgo.Record{Topic: "filled", Value: []byte("not kmigrate's")}).FirstErr(); err != nil {
+		t.Fatalf("produce to the target: %v", err)
+	}
 
 	rep := Run(ctx, Config{Source: src, Target: &dst, Topics: func(topic string) bool { return topic != "excluded" }})
 	find := func(s Status, cluster, subject string) *Finding {
@@ -82,10 +88,13 @@ func TestTopicMismatches(t *testing.T) {
 			t.Errorf("an excluded topic was checked: %+v", f)
 		}
 	}
-	if got := rep.Count(Fail); got != 2 {
-		t.Errorf("failures: got %d, want 2", got)
+	if f := find(Fail, "target", "topic filled"); f == nil || !strings.Contains(f.Detail, "already holds 1 records") {
+		t.Errorf("non-empty target topic: want a failure, got %+v", f)
 	}
-	if !strings.Contains(text.String(), "2 failures") || !strings.Contains(text.String(), "not ready") {
+	if got := rep.Count(Fail); got != 3 {
+		t.Errorf("failures: got %d, want 3", got)
+	}
+	if !strings.Contains(text.String(), "3 failures") || !strings.Contains(text.String(), "not ready") {
 		t.Errorf("the verdict line is missing:\n%s", text.String())
 	}
 }
