@@ -16,6 +16,7 @@ import (
 
 	"github.com/kmigrate/kmigrate/protocol"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/sync/semaphore"
 )
 
 // finishFunc produces a response body once the upstream answers arrive. It
@@ -24,9 +25,10 @@ type finishFunc func(ctx context.Context) ([]byte, error)
 
 // pendingResponse is one slot in the per-connection response queue.
 type pendingResponse struct {
-	req    protocol.Request
-	start  time.Time
-	finish finishFunc
+	req      protocol.Request
+	start    time.Time
+	finish   finishFunc
+	reserved int64 // memory.go: given back once the answer is written
 }
 
 // clientConn is one client connection. The reader goroutine parses requests
@@ -41,6 +43,9 @@ type clientConn struct {
 	cancel context.CancelFunc
 
 	queue chan *pendingResponse // bounded: the reader blocks when full
+	// budget bounds the bytes this connection's requests and answers
+	// reserve (memory.go).
+	budget *semaphore.Weighted
 
 	// upstreams are this connection's links to upstream brokers. Mostly
 	// the reader goroutine uses them; a held group request (cutover) is
@@ -73,6 +78,7 @@ func newClientConn(p *Proxy, conn net.Conn) *clientConn {
 		ctx:       ctx,
 		cancel:    cancel,
 		queue:     make(chan *pendingResponse, p.cfg.MaxInFlight),
+		budget:    semaphore.NewWeighted(p.budget.perConn),
 		upstreams: make(map[brokerKey]*brokerConn),
 	}
 }
@@ -93,6 +99,11 @@ func (c *clientConn) serve() {
 		c.closeWith(err)
 	}
 	<-writerDone
+	// A writer that failed left answers unwritten: their reservations go
+	// back to the proxy's budget.
+	for pr := range c.queue {
+		c.release(pr.reserved)
+	}
 	c.cancel()
 	c.upstreamsMu.Lock()
 	for _, bc := range c.upstreams {
@@ -140,6 +151,9 @@ func (c *clientConn) readLoop() error {
 			return fmt.Errorf("%s v%d is not supported by the proxy (correlation id %d)", kmsg.NameForKey(req.APIKey), req.APIVersion, req.CorrelationID)
 		}
 		pr := &pendingResponse{req: req, start: time.Now()}
+		if pr.reserved, err = c.reserve(c.ctx, &req, len(frame)); err != nil {
+			return err
+		}
 		pr.finish, err = h(c, &req)
 		if err != nil {
 			if !isUpstreamError(err) {
@@ -149,12 +163,14 @@ func (c *clientConn) readLoop() error {
 			pr.finish = func(context.Context) ([]byte, error) { return nil, upstreamErr }
 		}
 		if pr.finish == nil { // no response expected (acks=0)
+			c.release(pr.reserved)
 			c.p.metrics.observe(req.APIKey, time.Since(pr.start))
 			continue
 		}
 		select {
 		case c.queue <- pr:
 		case <-c.ctx.Done():
+			c.release(pr.reserved)
 			return c.ctx.Err()
 		}
 	}
@@ -172,6 +188,7 @@ func (c *clientConn) writeLoop() error {
 			}
 		}
 		if err != nil {
+			c.release(pr.reserved)
 			return fmt.Errorf("%s v%d (correlation id %d): %w", kmsg.NameForKey(pr.req.APIKey), pr.req.APIVersion, pr.req.CorrelationID, err)
 		}
 		// Size and header go through the buffer; a large body then goes
@@ -181,10 +198,13 @@ func (c *clientConn) writeLoop() error {
 		head = binary.BigEndian.AppendUint32(head[:0], uint32(len(hdr)+len(body)))
 		head = append(head, hdr...)
 		c.conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
-		if _, err := bw.Write(head); err != nil {
-			return err
+		_, err = bw.Write(head)
+		if err == nil {
+			_, err = bw.Write(body)
 		}
-		if _, err := bw.Write(body); err != nil {
+		// What the buffer still holds is at most its 64 KiB.
+		c.release(pr.reserved)
+		if err != nil {
 			return err
 		}
 		// Flush only when nothing else is ready: pipelined answers share

@@ -17,6 +17,10 @@ type Metrics struct {
 	latency     *prometheus.HistogramVec
 	byKey       [128]prometheus.Observer
 	produceHold prometheus.Histogram
+	// bufferedBytes is what client requests and their answers reserve
+	// (memory.go); refusedConns counts connections closed at accept.
+	bufferedBytes prometheus.Gauge
+	refusedConns  prometheus.Counter
 }
 
 // NewMetrics registers the proxy's series with reg (nil: a private registry).
@@ -44,8 +48,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "How long produces were held while their topic's producers flipped to the other cluster.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 		}),
+		bufferedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kmigrate_client_buffered_bytes", Help: "Bytes reserved by client requests in flight and their answers not yet written.",
+		}),
+		refusedConns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kmigrate_client_connections_refused_total", Help: "Client connections closed at once because their address had --max-connections-per-ip open.",
+		}),
 	}
-	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency, m.produceHold)
+	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency, m.produceHold, m.bufferedBytes, m.refusedConns)
 	for key := range m.byKey {
 		if name := kmsg.NameForKey(int16(key)); name != "Unknown" {
 			m.byKey[key] = m.latency.WithLabelValues(name, "source")

@@ -41,6 +41,11 @@ type Proxy struct {
 
 	versionTable apiVersionTable
 
+	budget *memoryBudget // memory.go
+	// perIP counts open client connections per remote IP, under connsMu,
+	// for MaxConnectionsPerIP.
+	perIP map[string]int
+
 	// draining is set by Shutdown: readers stop at their next frame and
 	// the writers finish what was read.
 	draining atomic.Bool
@@ -69,9 +74,11 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 		return nil, errors.New("sync produce mode needs a mirror to the target")
 	}
 	p := &Proxy{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		conns: make(map[*clientConn]struct{}),
+		cfg:    cfg,
+		log:    cfg.Logger,
+		conns:  make(map[*clientConn]struct{}),
+		budget: newMemoryBudget(cfg.MaxBufferBytes, cfg.MaxConnBufferBytes),
+		perIP:  make(map[string]int),
 	}
 	if p.metrics = cfg.Metrics; p.metrics == nil {
 		p.metrics = NewMetrics(nil)
@@ -210,9 +217,20 @@ func (p *Proxy) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		c := newClientConn(p, conn)
+		ip := remoteIP(conn)
 		p.connsMu.Lock()
+		if limit := p.cfg.MaxConnectionsPerIP; limit > 0 && p.perIP[ip] >= limit {
+			p.connsMu.Unlock()
+			// As Kafka's broker does past max.connections.per.ip: close
+			// at once; the client backs off and reconnects.
+			warnOnce.warn(p.log, "client address at its connection limit: closing new connections", "ip", ip, "max_connections_per_ip", limit)
+			p.metrics.refusedConns.Inc()
+			conn.Close()
+			continue
+		}
+		c := newClientConn(p, conn)
 		p.conns[c] = struct{}{}
+		p.perIP[ip]++
 		if p.draining.Load() { // accepted as Shutdown began
 			conn.SetReadDeadline(time.Now())
 		}
@@ -223,7 +241,19 @@ func (p *Proxy) acceptLoop() {
 			c.serve()
 			p.connsMu.Lock()
 			delete(p.conns, c)
+			if p.perIP[ip]--; p.perIP[ip] <= 0 {
+				delete(p.perIP, ip)
+			}
 			p.connsMu.Unlock()
 		}()
 	}
+}
+
+// remoteIP is the address a connection comes from, without its port.
+func remoteIP(conn net.Conn) string {
+	addr := conn.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
 }

@@ -286,6 +286,9 @@ type proxyOptions struct {
 	clientTLSKey  string
 	maxFrame      int
 	maxInFlight   int
+	maxBuffer     int64
+	maxConnBuffer int64
+	maxConnsPerIP int
 	logLevel      string
 	logFormat     string
 	produceMode   string
@@ -307,6 +310,9 @@ func newProxyFlags() (*flag.FlagSet, *proxyOptions) {
 	fs.StringVar(&o.clientTLSKey, "client-tls-key", "", "PEM key for --client-tls-cert")
 	fs.IntVar(&o.maxFrame, "max-frame-bytes", 100<<20, "largest request or response frame accepted")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", proxy.DefaultMaxInFlight, "outstanding requests per client connection before the proxy stops reading")
+	fs.Int64Var(&o.maxBuffer, "max-buffer-bytes", proxy.DefaultMaxBufferBytes, "bytes all client requests in flight and their unwritten answers may hold; past it the proxy stops reading from clients")
+	fs.Int64Var(&o.maxConnBuffer, "max-conn-buffer-bytes", proxy.DefaultMaxConnBufferBytes, "the same bound for one client connection")
+	fs.IntVar(&o.maxConnsPerIP, "max-connections-per-ip", 1000, "open client connections allowed from one address (Kafka's max.connections.per.ip); 0: no limit")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text (key=value) or json, one object per line")
 	fs.StringVar(&o.produceMode, "produce-mode", "async", "async: acknowledge after the source; sync: after the source and the target (needs --target-bootstrap)")
@@ -359,17 +365,23 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 	if err != nil {
 		return err
 	}
+	if o.maxBuffer < 1<<20 || o.maxConnBuffer < 1<<20 {
+		return fmt.Errorf("--max-buffer-bytes and --max-conn-buffer-bytes must be at least 1048576 (1 MiB), got %d and %d", o.maxBuffer, o.maxConnBuffer)
+	}
 	if o.maxFrame <= 0 || o.maxFrame > 1<<30 {
 		return fmt.Errorf("--max-frame-bytes must be between 1 and 1073741824, got %d", o.maxFrame)
 	}
 	cfg := proxy.Config{
-		Listen:        o.listen,
-		Advertise:     o.advertise,
-		NodeID:        int32(o.nodeID),
-		MaxFrameBytes: int32(o.maxFrame),
-		MaxInFlight:   o.maxInFlight,
-		Source:        up,
-		Logger:        log,
+		Listen:              o.listen,
+		Advertise:           o.advertise,
+		NodeID:              int32(o.nodeID),
+		MaxFrameBytes:       int32(o.maxFrame),
+		MaxInFlight:         o.maxInFlight,
+		Source:              up,
+		MaxBufferBytes:      o.maxBuffer,
+		MaxConnBufferBytes:  o.maxConnBuffer,
+		MaxConnectionsPerIP: o.maxConnsPerIP,
+		Logger:              log,
 	}
 	if o.clientTLSCert != "" || o.clientTLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(o.clientTLSCert, o.clientTLSKey)
