@@ -17,6 +17,7 @@ type Metrics struct {
 	latency     *prometheus.HistogramVec
 	byKey       [128]prometheus.Observer
 	produceHold prometheus.Histogram
+	reauth      *prometheus.CounterVec
 }
 
 // NewMetrics registers the proxy's series with reg (nil: a private registry).
@@ -44,8 +45,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "How long produces were held while their topic's producers flipped to the other cluster.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 		}),
+		reauth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmigrate_upstream_reauth_total",
+			Help: "Upstream connections replaced by a newly authenticated one because the broker's SASL session (connections.max.reauth.ms, token expiry) was about to end.",
+		}, []string{"cluster"}),
 	}
-	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency, m.produceHold)
+	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency, m.produceHold, m.reauth)
 	for key := range m.byKey {
 		if name := kmsg.NameForKey(int16(key)); name != "Unknown" {
 			m.byKey[key] = m.latency.WithLabelValues(name, "source")
@@ -60,4 +65,10 @@ func (m *Metrics) observe(key int16, d time.Duration) {
 		return
 	}
 	m.latency.WithLabelValues(strconv.Itoa(int(key)), "source").Observe(d.Seconds())
+}
+
+// upstreamRenewed counts one connection to cluster replaced before its SASL
+// session ended.
+func (m *Metrics) upstreamRenewed(cluster string) {
+	m.reauth.WithLabelValues(cluster).Inc()
 }
