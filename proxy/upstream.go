@@ -31,6 +31,7 @@ var errConnClosed = errors.New("upstream connection closed")
 // calls form a FIFO: no correlation-id map is needed, only a check.
 type brokerConn struct {
 	addr    string
+	who     string // "source broker host:port", for errors
 	conn    net.Conn
 	maxResp int32
 
@@ -104,6 +105,7 @@ func dialBroker(ctx context.Context, up *Upstream, addr string, maxInFlight int,
 	}
 	bc := &brokerConn{
 		addr:    addr,
+		who:     up.Name + " broker " + addr,
 		conn:    conn,
 		maxResp: maxResp,
 		bw:      bufio.NewWriterSize(conn, 64<<10),
@@ -197,7 +199,7 @@ func (bc *brokerConn) Send(key, version int16, header, body []byte, expectRespon
 		err = bc.bw.Flush()
 	}
 	if err != nil {
-		err = fmt.Errorf("write %s to %s: %w", kmsg.NameForKey(key), bc.addr, err)
+		err = fmt.Errorf("write %s to %s: %w", kmsg.NameForKey(key), bc.who, err)
 		bc.close(err)
 		return nil, err
 	}
@@ -212,20 +214,20 @@ func (bc *brokerConn) readLoop() {
 	for {
 		frame, err := protocol.ReadFrame(br, bc.maxResp)
 		if err != nil {
-			bc.close(fmt.Errorf("read from %s: %w", bc.addr, err))
+			bc.close(fmt.Errorf("read from %s: %w", bc.who, err))
 			return
 		}
 		var c *call
 		select {
 		case c = <-bc.pending:
 		default:
-			bc.close(fmt.Errorf("%s sent a response to no request", bc.addr))
+			bc.close(fmt.Errorf("%s sent a response to no request", bc.who))
 			return
 		}
 		hlen, err := protocol.ResponseHeaderLen(frame, c.key, c.version)
 		if err == nil {
 			if got := int32(uint32(frame[0])<<24 | uint32(frame[1])<<16 | uint32(frame[2])<<8 | uint32(frame[3])); got != c.corr {
-				err = fmt.Errorf("%s answered correlation id %d, expected %d", bc.addr, got, c.corr)
+				err = fmt.Errorf("%s answered correlation id %d, expected %d", bc.who, got, c.corr)
 			}
 		}
 		if err != nil {
