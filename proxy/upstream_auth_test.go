@@ -206,7 +206,7 @@ func TestUpstreamWrongCredentials(t *testing.T) {
 		{"bad SCRAM password", Upstream{Bootstrap: saslSSL, TLS: secure.TLSConfig(), SASL: badScram}, []string{"SCRAM-SHA-512", "SASL_AUTHENTICATION_FAILED"}, "bad-password-42"},
 		{"garbage OAuth token", Upstream{Bootstrap: saslSSL, TLS: secure.TLSConfig(), SASL: garbageMech}, []string{"OAUTHBEARER", "SASL_AUTHENTICATION_FAILED"}, garbage},
 		{"expired OAuth token", Upstream{Bootstrap: saslSSL, TLS: secure.TLSConfig(), SASL: expiredMech}, []string{"OAUTHBEARER", "SASL_AUTHENTICATION_FAILED"}, strings.Split(expired, ".")[1]},
-		{"wrong OAuth client secret", Upstream{Bootstrap: saslSSL, TLS: secure.TLSConfig(), SASL: badClient}, []string{"OAUTHBEARER", srv.URL, "401"}, "wrong-secret-99"},
+		{"wrong OAuth client secret", Upstream{Bootstrap: saslSSL, TLS: secure.TLSConfig(), SASL: badClient}, []string{"OAUTHBEARER", srv.URL, "invalid_client"}, "wrong-secret-99"},
 		{"no client certificate", Upstream{Bootstrap: []string{mtls.Addr(kafkatest.SSL)}, TLS: mtls.TLSConfig()}, []string{"tls: "}, ""},
 	} {
 		for _, cluster := range []string{"source", "target"} {
