@@ -365,3 +365,18 @@ produce:
 	}
 	t.Logf("%d records produced and consumed in order over %v", n, d)
 }
+
+func TestRenewAfter(t *testing.T) {
+	for _, c := range []struct{ lifetime, want time.Duration }{
+		{5 * time.Second, 3 * time.Second},   // 2 s before the end
+		{time.Hour, 51 * time.Minute},        // 85%
+		{2 * time.Second, time.Second},       // half of a short session
+		{20 * time.Second, 17 * time.Second}, // 85% = 3 s before
+		{10 * time.Second, 8 * time.Second},  // 2 s before (85% would leave 1.5 s)
+		{100 * time.Millisecond, 50 * time.Millisecond},
+	} {
+		if got := renewAfter(c.lifetime); got != c.want {
+			t.Errorf("renewAfter(%v) = %v, want %v", c.lifetime, got, c.want)
+		}
+	}
+}
