@@ -226,8 +226,9 @@ func (c *clientConn) upstream(cl *cluster, id int32) (*brokerConn, error) {
 	c.upstreamsMu.Lock()
 	defer c.upstreamsMu.Unlock()
 	key := brokerKey{cl, id}
-	if bc := c.upstreams[key]; bc != nil && !bc.isClosed() {
-		return bc, nil
+	old := c.upstreams[key]
+	if old != nil && old.usable() {
+		return old, nil
 	}
 	addr, ok := cl.brokerAddr(id)
 	if !ok {
@@ -239,8 +240,34 @@ func (c *clientConn) upstream(cl *cluster, id int32) (*brokerConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if old != nil && old.renewing() {
+		c.renew(cl, old)
+	}
 	c.upstreams[key] = bc
 	return bc, nil
+}
+
+// renewDrainWait bounds how long a renewal waits for the old connection's
+// answers before the new one takes requests.
+const renewDrainWait = time.Minute
+
+// renew retires old, whose SASL session ends soon, and waits until the
+// broker answered everything sent on it: the broker serves one request of
+// a connection at a time, so requests written on the new connection now
+// could overtake them (an idempotent producer's batches, say). The broker
+// would have made the next request wait as long on the old connection, so
+// waiting costs the client nothing.
+func (c *clientConn) renew(cl *cluster, old *brokerConn) {
+	c.p.metrics.upstreamRenewed(cl.up.Name)
+	c.log.Debug("upstream SASL session ending: new connection", "cluster", cl.up.Name, "broker", old.addr, "session", old.lifetime, "in_flight", old.inflight.Load())
+	old.retire()
+	select {
+	case <-old.closed:
+	case <-c.ctx.Done():
+	case <-time.After(renewDrainWait):
+		c.log.Warn("upstream connection replaced before the broker answered its requests; their order with later ones is not guaranteed",
+			"cluster", cl.up.Name, "broker", old.addr, "in_flight", old.inflight.Load())
+	}
 }
 
 // forward sends body (the client's, or a rewritten one) under the client's

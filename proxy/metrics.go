@@ -21,6 +21,7 @@ type Metrics struct {
 	// (memory.go); refusedConns counts connections closed at accept.
 	bufferedBytes prometheus.Gauge
 	refusedConns  prometheus.Counter
+	reauth        *prometheus.CounterVec
 }
 
 // NewMetrics registers the proxy's series with reg (nil: a private registry).
@@ -54,8 +55,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		refusedConns: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kmigrate_client_connections_refused_total", Help: "Client connections closed at once because their address had --max-connections-per-ip open.",
 		}),
+		reauth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmigrate_upstream_reauth_total",
+			Help: "Upstream connections replaced by a newly authenticated one because the broker's SASL session (connections.max.reauth.ms, token expiry) was about to end.",
+		}, []string{"cluster"}),
 	}
-	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency, m.produceHold, m.bufferedBytes, m.refusedConns)
+	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency, m.produceHold, m.bufferedBytes, m.refusedConns, m.reauth)
 	for key := range m.byKey {
 		if name := kmsg.NameForKey(int16(key)); name != "Unknown" {
 			m.byKey[key] = m.latency.WithLabelValues(name, "source")
@@ -70,4 +75,10 @@ func (m *Metrics) observe(key int16, d time.Duration) {
 		return
 	}
 	m.latency.WithLabelValues(strconv.Itoa(int(key)), "source").Observe(d.Seconds())
+}
+
+// upstreamRenewed counts one connection to cluster replaced before its SASL
+// session ended.
+func (m *Metrics) upstreamRenewed(cluster string) {
+	m.reauth.WithLabelValues(cluster).Inc()
 }

@@ -86,6 +86,7 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 	// Responses from upstream may be as large as what clients may send
 	// plus fetch overhead; the client's own fetch.max.bytes bounds them.
 	p.source = newCluster(cfg.Source, cfg.Logger, cfg.MaxFrameBytes)
+	p.source.metrics = p.metrics
 	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := p.source.start(startCtx); err != nil {
@@ -96,6 +97,7 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 			cfg.Target.Name = "target"
 		}
 		p.target = newCluster(*cfg.Target, cfg.Logger, cfg.MaxFrameBytes)
+		p.target.metrics = p.metrics
 		if err := p.target.start(startCtx); err != nil {
 			return nil, err
 		}

@@ -46,6 +46,7 @@ type upstreamFlags struct {
 	saslMechanism string
 	saslUser      string
 	saslPassword  string
+	auth          upstreamAuthFlags // OAUTHBEARER, AWS_MSK_IAM
 }
 
 func (u *upstreamFlags) register(fs *flag.FlagSet, prefix, what string) {
@@ -55,9 +56,10 @@ func (u *upstreamFlags) register(fs *flag.FlagSet, prefix, what string) {
 	fs.StringVar(&u.tlsCert, prefix+"tls-cert", "", "PEM client certificate for mTLS to the "+what+" cluster")
 	fs.StringVar(&u.tlsKey, prefix+"tls-key", "", "PEM client key for mTLS to the "+what+" cluster")
 	fs.StringVar(&u.tlsServerName, prefix+"tls-server-name", "", "expected TLS server name of the "+what+" brokers")
-	fs.StringVar(&u.saslMechanism, prefix+"sasl-mechanism", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 toward the "+what+" cluster")
+	fs.StringVar(&u.saslMechanism, prefix+"sasl-mechanism", "", "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM toward the "+what+" cluster")
 	fs.StringVar(&u.saslUser, prefix+"sasl-username", "", "SASL username for the "+what+" cluster")
 	fs.StringVar(&u.saslPassword, prefix+"sasl-password", "", "SASL password for the "+what+" cluster (prefer the environment variable "+envName(prefix+"sasl-password")+")")
+	u.auth.register(fs, prefix, what)
 }
 
 func (u *upstreamFlags) build(name string) (proxy.Upstream, error) {
@@ -80,7 +82,13 @@ func (u *upstreamFlags) build(name string) (proxy.Upstream, error) {
 		}
 		up.TLS = cfg
 	}
-	mech, err := saslMechanism(u.saslMechanism, u.saslUser, u.saslPassword)
+	mech, err := u.auth.mechanism(name, u.saslMechanism)
+	if err != nil {
+		return up, err
+	}
+	if mech == nil {
+		mech, err = saslMechanism(u.saslMechanism, u.saslUser, u.saslPassword)
+	}
 	if err != nil {
 		return up, fmt.Errorf("--%s-sasl-mechanism: %w", name, err)
 	}
@@ -99,7 +107,7 @@ func saslMechanism(name, user, pass string) (sasl.Mechanism, error) {
 	case "SCRAM-SHA-512":
 		return scram.Auth{User: user, Pass: pass}.AsSha512Mechanism(), nil
 	default:
-		return nil, fmt.Errorf("unsupported mechanism %q (use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)", name)
+		return nil, fmt.Errorf("unsupported mechanism %q (use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM)", name)
 	}
 }
 
