@@ -148,7 +148,9 @@ var handleDeleteRecords = partitioned[kmsg.DeleteRecordsRequest, *kmsg.DeleteRec
 			t.Partitions = p
 		},
 	},
-	throttle: func(r *kmsg.DeleteRecordsResponse) *int32 { return &r.ThrottleMillis },
+	throttle:   func(r *kmsg.DeleteRecordsResponse) *int32 { return &r.ThrottleMillis },
+	toTarget:   (*clientConn).deleteRecordsToTarget,
+	fromTarget: (*clientConn).deleteRecordsToVirtual,
 }.handle
 
 var handleDescribeProducers = partitioned[kmsg.DescribeProducersRequest, *kmsg.DescribeProducersRequest, kmsg.DescribeProducersResponse, *kmsg.DescribeProducersResponse,

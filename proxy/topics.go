@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -389,6 +390,48 @@ func listOffsetsToTarget(topics []kmsg.ListOffsetsRequestTopic) {
 	for i := range topics {
 		for j := range topics[i].Partitions {
 			topics[i].Partitions[j].CurrentLeaderEpoch = -1
+		}
+	}
+}
+
+// deleteRecordsToTarget translates the virtual offsets a DeleteRecords asks
+// to delete before into the target's, for topics whose producers moved
+// there. Only the target's log start moves: the source keeps its copy (a
+// rollback serves those records again; see README, Limits).
+func (c *clientConn) deleteRecordsToTarget(topics []kmsg.DeleteRecordsRequestTopic) {
+	for i := range topics {
+		t := &topics[i]
+		for j := range t.Partitions {
+			pt := &t.Partitions[j]
+			if pt.Offset < 0 { // -1: up to the high watermark, the same on every side
+				continue
+			}
+			m := c.mapOf(t.Topic, pt.Partition)
+			at, err := m.PositionToTarget(pt.Offset, true)
+			switch {
+			case err == nil:
+				pt.Offset = at
+			case len(m) > 0 && pt.Offset < m[0].Virtual:
+				// Before everything the target holds: nothing to delete.
+				pt.Offset = m[0].Target
+			default:
+				// Not translatable: an offset no log has, which the broker
+				// answers OFFSET_OUT_OF_RANGE as it would for a bad offset.
+				pt.Offset = math.MaxInt64
+			}
+		}
+	}
+}
+
+// deleteRecordsToVirtual translates the target's new log start offsets.
+func (c *clientConn) deleteRecordsToVirtual(resp *kmsg.DeleteRecordsResponse) {
+	for i := range resp.Topics {
+		t := &resp.Topics[i]
+		for j := range t.Partitions {
+			pt := &t.Partitions[j]
+			if pt.ErrorCode == 0 {
+				pt.LowWatermark = virtualPosition(c.mapOf(t.Topic, pt.Partition), pt.LowWatermark)
+			}
 		}
 	}
 }
