@@ -17,6 +17,7 @@ type Metrics struct {
 	latency     *prometheus.HistogramVec
 	byKey       [128]prometheus.Observer
 	produceHold prometheus.Histogram
+	clientAuths *prometheus.CounterVec
 }
 
 // NewMetrics registers the proxy's series with reg (nil: a private registry).
@@ -44,8 +45,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "How long produces were held while their topic's producers flipped to the other cluster.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 		}),
+		clientAuths: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmigrate_client_auth_total",
+			Help: "Client authentications at the proxy by mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, TLS for client certificates; none: a request before any SaslHandshake; unsupported: a mechanism not offered) and result (success, failure).",
+		}, []string{"mechanism", "result"}),
 	}
-	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency, m.produceHold)
+	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency, m.produceHold, m.clientAuths)
 	for key := range m.byKey {
 		if name := kmsg.NameForKey(int16(key)); name != "Unknown" {
 			m.byKey[key] = m.latency.WithLabelValues(name, "source")
@@ -60,4 +65,10 @@ func (m *Metrics) observe(key int16, d time.Duration) {
 		return
 	}
 	m.latency.WithLabelValues(strconv.Itoa(int(key)), "source").Observe(d.Seconds())
+}
+
+// clientAuth counts one client authentication. mechanism is one of the
+// proxy's own names, never a client's string, to bound the series.
+func (m *Metrics) clientAuth(mechanism, result string) {
+	m.clientAuths.WithLabelValues(mechanism, result).Inc()
 }
