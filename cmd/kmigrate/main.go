@@ -21,6 +21,7 @@ Usage:
   kmigrate status           nodes, mirrored topics with lag, groups (--json for scripts)
   kmigrate verify           compare source and target through the offset map; exit 1 on a mismatch
   kmigrate version          print the version, VCS revision and Go version
+  kmigrate scram-credential SCRAM hashes of a password (stdin) for --client-sasl-credentials
 
 Run "kmigrate <command> -h" for the flags of a command.
 `
@@ -52,6 +53,8 @@ func main() {
 		err = runStatus(os.Args[2:], os.Stdout)
 	case "verify":
 		err = runVerify(os.Args[2:], os.Stdout)
+	case "scram-credential":
+		err = runSCRAMCredential(os.Args[2:], os.Stdin, os.Stdout)
 	case "version", "--version":
 		fmt.Println(versionLine())
 	case "-h", "--help", "help":

@@ -292,6 +292,11 @@ type proxyOptions struct {
 	adminToken    string
 	configFile    string
 	printConfig   bool
+
+	// Client authentication (clientauth.go).
+	clientTLSCA           string
+	clientSASLMechanisms  string
+	clientSASLCredentials string
 }
 
 func newProxyFlags() (*flag.FlagSet, *proxyOptions) {
@@ -305,6 +310,9 @@ func newProxyFlags() (*flag.FlagSet, *proxyOptions) {
 	fs.IntVar(&o.nodeID, "node-id", 0, "broker id the proxy presents to clients")
 	fs.StringVar(&o.clientTLSCert, "client-tls-cert", "", "PEM certificate: serve clients over TLS")
 	fs.StringVar(&o.clientTLSKey, "client-tls-key", "", "PEM key for --client-tls-cert")
+	fs.StringVar(&o.clientTLSCA, "client-tls-ca", "", "PEM CA bundle: clients must present a certificate it signed (mTLS; needs --client-tls-cert)")
+	fs.StringVar(&o.clientSASLMechanisms, "client-sasl-mechanisms", "", "comma-separated SASL mechanisms clients must authenticate with: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (needs --client-sasl-credentials); empty: clients do not authenticate")
+	fs.StringVar(&o.clientSASLCredentials, "client-sasl-credentials", "", "YAML file of the users clients authenticate as: passwords or SCRAM hashes (kmigrate scram-credential)")
 	fs.IntVar(&o.maxFrame, "max-frame-bytes", 100<<20, "largest request or response frame accepted")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", proxy.DefaultMaxInFlight, "outstanding requests per client connection before the proxy stops reading")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -371,12 +379,8 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		Source:        up,
 		Logger:        log,
 	}
-	if o.clientTLSCert != "" || o.clientTLSKey != "" {
-		cert, err := tls.LoadX509KeyPair(o.clientTLSCert, o.clientTLSKey)
-		if err != nil {
-			return fmt.Errorf("--client-tls-cert/--client-tls-key: %w", err)
-		}
-		cfg.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if cfg.ClientTLS, cfg.ClientSASL, err = o.clientAuth(log); err != nil {
+		return err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
