@@ -156,7 +156,7 @@ func TestClientMTLS(t *testing.T) {
 	before := ap.produces.Load()
 	intruder := newTestCA(t, "another-ca").issue(t, "intruder", false)
 	for name, opt := range map[string]kgo.Opt{
-		"no client certificate":              clientTLS(),
+		"no client certificate": clientTLS(),
 		// GetClientCertificate sends it anyway: Go's client would skip a
 		// certificate the server's list of authorities does not name.
 		"a certificate of another authority": kgo.DialTLSConfig(&tls.Config{RootCAs: ca.pool,
