@@ -198,10 +198,7 @@ func (c *clientConn) readLoop() error {
 			return fmt.Errorf("%s v%d before SASL authentication completed: refused (is the client configured for SASL?)", kmsg.NameForKey(req.APIKey), req.APIVersion)
 		}
 		h := handlerFor(req.APIKey)
-		// SaslHandshake v0 reaches its handler when the proxy
-		// authenticates clients, to be refused with an answer.
-		saslV0 := c.auth != nil && req.APIKey == saslHandshakeKey
-		if h == nil || !c.p.versionAllowed(req.APIKey, req.APIVersion) && req.APIKey != apiVersionsKey && !saslV0 {
+		if h == nil || !c.p.versionAllowed(req.APIKey, req.APIVersion) && req.APIKey != apiVersionsKey {
 			return fmt.Errorf("%s v%d is not supported by the proxy (correlation id %d)", kmsg.NameForKey(req.APIKey), req.APIVersion, req.CorrelationID)
 		}
 		pr := &pendingResponse{req: req, start: time.Now()}

@@ -46,9 +46,12 @@ const (
 )
 
 // saslVersions are the versions the proxy serves itself when it
-// authenticates clients. SaslHandshake v0 sends the SASL tokens without
-// Kafka framing; every client of the last years uses v1 with SaslAuthenticate.
-var saslVersions = map[int16][2]int16{saslHandshakeKey: {1, 1}, saslAuthenticateKey: {0, 2}}
+// authenticates clients. Every client of the last years sends SaslHandshake
+// v1 and then SaslAuthenticate; v0 is followed by SASL tokens without Kafka
+// framing, which the proxy does not speak and refuses with an answer. v0 is
+// advertised all the same, as brokers do: librdkafka enables SASL only when
+// SaslHandshake v0 is listed (its feature table), then sends v1.
+var saslVersions = map[int16][2]int16{saslHandshakeKey: {0, 1}, saslAuthenticateKey: {0, 2}}
 
 // servers checks the mechanisms and builds one SCRAM server per SCRAM mechanism.
 func (s *ClientSASL) servers() (map[string]*scram.Server, error) {
@@ -83,6 +86,7 @@ func (s *ClientSASL) servers() (map[string]*scram.Server, error) {
 type saslSession struct {
 	mechanism     string // chosen by SaslHandshake; "" before
 	scram         *scram.ServerConversation
+	scramFirst    *scramFirst // for librdkafka's final message (scram_librdkafka.go)
 	user          string
 	authenticated bool
 }
@@ -194,7 +198,7 @@ func handleSASLAuthenticate(c *clientConn, r *protocol.Request) (finishFunc, err
 	if failure != "" {
 		return c.authFailed(resp, user, failure), nil
 	}
-	s.authenticated, s.user, s.scram = true, user, nil
+	s.authenticated, s.user, s.scram, s.scramFirst = true, user, nil, nil
 	c.p.metrics.clientAuth(s.mechanism, "success")
 	c.log.Debug("client authenticated", "mechanism", s.mechanism, "user", user)
 	resp.SessionLifetimeMillis = 0 // no re-authentication demanded
@@ -229,18 +233,29 @@ func (c *clientConn) scramStep(msg []byte) (user, challenge string, done bool, f
 	s := c.auth
 	if s.scram == nil {
 		s.scram = c.p.scramServers[s.mechanism].NewConversation()
+	} else if s.scramFirst != nil {
+		user = s.scram.Username()
+		cred, _ := c.p.cfg.ClientSASL.Credentials.scramLookup(s.mechanism)(user)
+		if final, valid, handled := s.scramFirst.librdkafkaFinal(scramHashes[s.mechanism], cred, string(msg)); handled {
+			if !valid {
+				return user, "", false, authFailedMessage
+			}
+			return user, final, true, ""
+		}
 	}
 	out, err := s.scram.Step(string(msg))
 	user = s.scram.Username()
 	if err != nil {
 		// An unknown user fails here too, at the proof (a decoy
 		// credential): the same answer as a wrong password.
+		c.log.Debug("SCRAM step failed", "mechanism", s.mechanism, "user", clip(user), "err", err)
 		return user, "", false, authFailedMessage
 	}
 	if authz := s.scram.AuthzID(); authz != "" && authz != user {
 		return user, "", false, "Authentication failed: Client requested an authorization id that is different from username"
 	}
 	if !s.scram.Done() {
+		s.scramFirst = newScramFirst(string(msg), out)
 		return user, out, false, ""
 	}
 	if !s.scram.Valid() {
