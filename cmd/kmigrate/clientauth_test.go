@@ -2,13 +2,23 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kmigrate/kmigrate/proxy"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 const testClientPassword = "client-pass-0451"
@@ -117,4 +127,77 @@ func TestSCRAMCredential(t *testing.T) {
 	if err := runSCRAMCredential(nil, strings.NewReader(""), &out); err == nil {
 		t.Error("an empty password was accepted")
 	}
+}
+
+// TestProxyClientSASL runs a node with client SASL from its flags: a client
+// with the password produces, one without is refused, and /metrics counts
+// both.
+func TestProxyClientSASL(t *testing.T) {
+	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	listen, admin := freePort(), freePort()
+	ctx, cancel := context.WithCancel(context.Background())
+	done, ready := make(chan error, 1), make(chan struct{})
+	go func() {
+		done <- serveProxy(ctx, []string{"--source-bootstrap", src.ListenAddrs()[0], "--listen", listen,
+			"--admin-listen", admin, "--raft-addr", freePort(), "--data-dir", t.TempDir(), "--log-level", "error",
+			"--client-sasl-mechanisms", "SCRAM-SHA-512", "--client-sasl-credentials", writeClientCredentials(t)},
+			func() { close(ready) })
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("node: %v", err)
+	case <-time.After(60 * time.Second):
+		cancel()
+		t.Fatal("node did not start within 60 s")
+	}
+	t.Cleanup(func() { cancel(); <-done })
+
+	produce := func(password string) error {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(listen), kgo.DefaultProduceTopic("orders"), kgo.RequestRetries(0), kgo.RecordRetries(0),
+			kgo.SASL(scram.Auth{User: "app", Pass: password}.AsSha512Mechanism()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		pctx, pcancel := context.WithTimeout(ctx, 15*time.Second)
+		defer pcancel()
+		return cl.ProduceSync(pctx, &kgo.Record{Value: []byte("order")}).FirstErr()
+	}
+	if err := produce(testClientPassword); err != nil {
+		t.Fatalf("produce with the right password: %v", err)
+	}
+	if err := produce("wrong"); !errors.Is(err, kerr.SaslAuthenticationFailed) {
+		t.Fatalf("produce with a wrong password: err = %v, want SASL_AUTHENTICATION_FAILED", err)
+	}
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	// franz-go authenticates each of its connections (metadata, produce).
+	for series, value := range map[string]string{
+		`kmigrate_client_auth_total{mechanism="SCRAM-SHA-512",result="success"}`: `[1-9][0-9]*`,
+		`kmigrate_client_auth_total{mechanism="SCRAM-SHA-512",result="failure"}`: `1`,
+	} {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` ` + value + `$`).Match(body) {
+			t.Errorf("/metrics: want %s %s, got:\n%s", series, value, grepLines(string(body), "kmigrate_client_auth_total"))
+		}
+	}
+}
+
+func grepLines(text, word string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, word) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
