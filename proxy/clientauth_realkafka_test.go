@@ -282,3 +282,74 @@ func TestClientSASLSSLRealKafka(t *testing.T) {
 		k.assertNoTopic(t, "denied-no-cert")
 	})
 }
+
+// TestClientSASLPassThroughRealKafka: with pass-through, a PLAIN client is
+// checked by a broker that authorizes with ACLs, and its requests reach the
+// broker as the client: a topic the client has no ACL for is refused,
+// although the proxy's own principal (a super user) could write it.
+func TestClientSASLPassThroughRealKafka(t *testing.T) {
+	kafka := kafkatest.StartT(t, kafkatest.Options{Name: "acl", SASL: true, HeapMB: 384, BrokerConfig: map[string]string{
+		"authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+		// The harness talks PLAINTEXT (ANONYMOUS) between broker and controller.
+		"super.users": "User:admin;User:ANONYMOUS",
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	direct, err := kafka.SASLClient(kafkatest.MechScramSHA512, kafkatest.DefaultUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	admin := kadm.NewClient(direct)
+	const user, password = "alice", "alice-pw"
+	altered, err := admin.AlterUserSCRAMs(ctx, nil, []kadm.UpsertSCRAM{{User: user, Mechanism: kadm.ScramSha512, Iterations: 4096, Password: password}})
+	if err == nil {
+		err = altered.Error()
+	}
+	if err != nil {
+		t.Fatalf("create SCRAM user %s on the broker: %v", user, err)
+	}
+	for _, topic := range []string{"pt-allowed", "pt-allowed-probe", "pt-denied"} {
+		if resp, err := admin.CreateTopic(ctx, 1, 1, nil, topic); err != nil || resp.Err != nil {
+			t.Fatalf("create %s: %v %v", topic, err, resp.Err)
+		}
+	}
+	acls, err := admin.CreateACLs(ctx, kadm.NewACLs().Allow("User:"+user).Topics("pt-allowed").
+		Operations(kadm.OpWrite, kadm.OpRead, kadm.OpDescribe).ResourcePatternType(kadm.ACLPatternPrefixed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range acls {
+		if a.Err != nil {
+			t.Fatalf("create ACL: %v %s", a.Err, a.ErrMessage)
+		}
+	}
+
+	upstreamMech, _ := kafkatest.SASLMechanism(kafkatest.MechScramSHA512, kafkatest.DefaultUser)
+	p, err := Start(ctx, Config{
+		Listen:     "127.0.0.1:0",
+		Source:     Upstream{Name: "source", Bootstrap: []string{kafka.Addr(kafkatest.SASLPlaintext)}, SASL: upstreamMech},
+		ClientSASL: &ClientSASL{Mechanisms: []string{MechPlain}, PassThrough: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	alice := kgo.SASL(clientMechanism(t, MechPlain, user, password))
+
+	// ACLs may take a moment to reach the authorizer: probe another
+	// topic the prefix covers.
+	deadline := time.Now().Add(20 * time.Second)
+	for produceErr(t, p.Addr(), "pt-allowed-probe", alice) != nil && time.Now().Before(deadline) {
+		time.Sleep(500 * time.Millisecond)
+	}
+	saslRoundTrip(t, p.Addr(), "pt-allowed", 100, alice)
+
+	if err := produceErr(t, p.Addr(), "pt-denied", alice); !errors.Is(err, kerr.TopicAuthorizationFailed) {
+		t.Fatalf("alice producing to a topic without her ACL: err = %v, want TOPIC_AUTHORIZATION_FAILED (the broker must see alice, not the proxy)", err)
+	}
+	err = produceErr(t, p.Addr(), "pt-allowed", kgo.SASL(clientMechanism(t, MechPlain, user, "wrong")))
+	if !errors.Is(err, kerr.SaslAuthenticationFailed) || !strings.Contains(err.Error(), authFailedMessage) {
+		t.Fatalf("wrong password checked by the broker: err = %v, want SASL_AUTHENTICATION_FAILED %q", err, authFailedMessage)
+	}
+}

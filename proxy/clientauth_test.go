@@ -466,3 +466,27 @@ func TestParseCredentials(t *testing.T) {
 		t.Fatal("PLAIN against SCRAM-SHA-256 hashes: wrong verdicts")
 	}
 }
+
+// TestClientSASLPassThroughConfig: pass-through needs PLAIN and a source
+// the proxy logs in to with SASL (TestClientSASLPassThroughRealKafka runs it).
+func TestClientSASLPassThroughConfig(t *testing.T) {
+	fake, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fake.Close()
+	creds, _ := testCredentials(t)
+	for name, cs := range map[string]*ClientSASL{
+		"without SASL toward the source":    {Mechanisms: []string{MechPlain}, PassThrough: true},
+		"without PLAIN":                     {Mechanisms: []string{MechScramSHA512}, PassThrough: true, Credentials: creds},
+		"SCRAM offered without credentials": {Mechanisms: []string{MechPlain, MechScramSHA256}, PassThrough: true},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		p, err := Start(ctx, Config{Listen: "127.0.0.1:0", Source: Upstream{Bootstrap: fake.ListenAddrs()}, ClientSASL: cs})
+		cancel()
+		if err == nil {
+			p.Close()
+			t.Errorf("%s: started", name)
+		}
+	}
+}

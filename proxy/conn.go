@@ -48,6 +48,10 @@ type clientConn struct {
 	// forwarded later from the writer, hence the lock.
 	upstreamsMu sync.Mutex
 	upstreams   map[brokerKey]*brokerConn
+	// identity, set under upstreamsMu once a pass-through client logged
+	// in, is how this client's upstream connections log in, per cluster
+	// (passthrough.go); nil: as the proxy.
+	identity map[*cluster]*Upstream
 
 	// software is the client library's name from ApiVersions (KIP-511).
 	software atomic.Pointer[string]
@@ -280,7 +284,11 @@ func (c *clientConn) upstream(cl *cluster, id int32) (*brokerConn, error) {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, dialTimeout+authTimeout)
 	defer cancel()
-	bc, err := dialBroker(ctx, &cl.up, addr, c.p.cfg.MaxInFlight, c.p.cfg.MaxFrameBytes)
+	up := &cl.up
+	if id := c.identity[cl]; id != nil {
+		up = id
+	}
+	bc, err := dialBroker(ctx, up, addr, c.p.cfg.MaxInFlight, c.p.cfg.MaxFrameBytes)
 	if err != nil {
 		return nil, err
 	}

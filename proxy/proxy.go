@@ -84,6 +84,9 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 		if p.scramServers, err = cfg.ClientSASL.servers(); err != nil {
 			return nil, err
 		}
+		if err := p.checkPassThrough(); err != nil {
+			return nil, err
+		}
 	}
 	// Responses from upstream may be as large as what clients may send
 	// plus fetch overhead; the client's own fetch.max.bytes bounds them.

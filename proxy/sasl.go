@@ -28,7 +28,12 @@ type ClientSASL struct {
 	// SCRAM-SHA-256, SCRAM-SHA-512.
 	Mechanisms []string
 	// Credentials are the users and their passwords or SCRAM hashes.
+	// With PassThrough and PLAIN alone they may be nil.
 	Credentials *Credentials
+	// PassThrough has the source cluster check PLAIN clients, and every
+	// upstream connection of such a client log in as the client
+	// (passthrough.go).
+	PassThrough bool
 }
 
 const (
@@ -55,11 +60,14 @@ var saslVersions = map[int16][2]int16{saslHandshakeKey: {0, 1}, saslAuthenticate
 
 // servers checks the mechanisms and builds one SCRAM server per SCRAM mechanism.
 func (s *ClientSASL) servers() (map[string]*scram.Server, error) {
-	if s.Credentials == nil {
-		return nil, errors.New("client SASL needs credentials")
-	}
 	if len(s.Mechanisms) == 0 {
 		return nil, errors.New("client SASL needs at least one mechanism")
+	}
+	if s.PassThrough && !slices.Contains(s.Mechanisms, MechPlain) {
+		return nil, errors.New("client SASL pass-through needs PLAIN: only PLAIN shows the proxy the password to log in with")
+	}
+	if s.Credentials == nil && (!s.PassThrough || slices.ContainsFunc(s.Mechanisms, func(m string) bool { return m != MechPlain })) {
+		return nil, errors.New("client SASL needs credentials (pass-through checks PLAIN clients only)")
 	}
 	servers := map[string]*scram.Server{}
 	for i, m := range s.Mechanisms {
@@ -184,7 +192,18 @@ func handleSASLAuthenticate(c *clientConn, r *protocol.Request) (finishFunc, err
 
 	var user, failure string
 	if s.mechanism == MechPlain {
-		user, failure = c.checkPlain(req.SASLAuthBytes)
+		var password string
+		user, password, failure = parsePlain(req.SASLAuthBytes)
+		if failure == "" {
+			if c.p.cfg.ClientSASL.PassThrough {
+				var err error
+				if failure, err = c.loginAsClient(user, password); err != nil {
+					return nil, err
+				}
+			} else if !c.p.cfg.ClientSASL.Credentials.checkPlain(user, password) {
+				failure = authFailedMessage
+			}
+		}
 	} else {
 		var challenge string
 		var done bool
@@ -205,25 +224,23 @@ func handleSASLAuthenticate(c *clientConn, r *protocol.Request) (finishFunc, err
 	return respond(resp), nil
 }
 
-// checkPlain checks a PLAIN message, "authzid NUL user NUL password"; it
-// returns the user and, on failure, Kafka's message for it.
-func (c *clientConn) checkPlain(msg []byte) (user, failure string) {
+// parsePlain reads a PLAIN message, "authzid NUL user NUL password"; on a
+// malformed one it returns Kafka's message for it.
+func parsePlain(msg []byte) (user, password, failure string) {
 	parts := bytes.Split(msg, []byte{0})
 	if len(parts) != 3 {
-		return "", "Authentication failed: Invalid SASL/PLAIN response: expected 3 tokens"
+		return "", "", "Authentication failed: Invalid SASL/PLAIN response: expected 3 tokens"
 	}
 	authzid, user, password := string(parts[0]), string(parts[1]), string(parts[2])
 	switch {
 	case user == "":
-		return "", "Authentication failed: username not specified"
+		return "", "", "Authentication failed: username not specified"
 	case password == "":
-		return user, "Authentication failed: password not specified"
+		return user, "", "Authentication failed: password not specified"
 	case authzid != "" && authzid != user:
-		return user, "Authentication failed: Client requested an authorization id that is different from username"
-	case !c.p.cfg.ClientSASL.Credentials.checkPlain(user, password):
-		return user, authFailedMessage
+		return user, "", "Authentication failed: Client requested an authorization id that is different from username"
 	}
-	return user, ""
+	return user, password, ""
 }
 
 // scramStep runs one step of a SCRAM exchange: the client-first message

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/kmigrate/kmigrate/proxy"
@@ -51,26 +52,35 @@ func (o *proxyOptions) clientAuth(log *slog.Logger) (*tls.Config, *proxy.ClientS
 			return nil, nil, fmt.Errorf("--client-sasl-mechanisms: %q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", m)
 		}
 	}
+	// Pass-through checks PLAIN clients at the source: a file is needed
+	// only for the SCRAM mechanisms then.
+	onlyPassedThrough := o.clientSASLPassThrough && len(mechs) == 1 && mechs[0] == proxy.MechPlain
 	switch {
-	case len(mechs) == 0 && o.clientSASLCredentials == "":
+	case len(mechs) == 0 && o.clientSASLCredentials == "" && !o.clientSASLPassThrough:
 		return tlsCfg, nil, nil
 	case len(mechs) == 0:
-		return nil, nil, errors.New("--client-sasl-credentials needs --client-sasl-mechanisms (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
-	case o.clientSASLCredentials == "":
+		return nil, nil, errors.New("--client-sasl-credentials and --client-sasl-passthrough need --client-sasl-mechanisms (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
+	case o.clientSASLPassThrough && !slices.Contains(mechs, proxy.MechPlain):
+		return nil, nil, errors.New("--client-sasl-passthrough needs PLAIN in --client-sasl-mechanisms: only PLAIN shows the proxy the password to log in with")
+	case o.clientSASLCredentials == "" && !onlyPassedThrough:
 		return nil, nil, errors.New("--client-sasl-mechanisms needs --client-sasl-credentials: the file of users clients authenticate as")
 	}
-	creds, err := proxy.LoadCredentials(o.clientSASLCredentials)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--client-sasl-credentials: %w", err)
-	}
-	if st, err := os.Stat(o.clientSASLCredentials); err == nil && st.Mode().Perm()&0o077 != 0 {
-		log.Warn("the client credentials file is readable by other users; chmod 600 it", "path", o.clientSASLCredentials, "mode", st.Mode().Perm().String())
+	var creds *proxy.Credentials
+	if o.clientSASLCredentials != "" {
+		var err error
+		if creds, err = proxy.LoadCredentials(o.clientSASLCredentials); err != nil {
+			return nil, nil, fmt.Errorf("--client-sasl-credentials: %w", err)
+		}
+		if st, err := os.Stat(o.clientSASLCredentials); err == nil && st.Mode().Perm()&0o077 != 0 {
+			log.Warn("the client credentials file is readable by other users; chmod 600 it", "path", o.clientSASLCredentials, "mode", st.Mode().Perm().String())
+		}
 	}
 	if tlsCfg == nil && strings.Contains(","+strings.Join(mechs, ",")+",", ",PLAIN,") {
 		log.Warn("client SASL PLAIN without --client-tls-cert: passwords cross the network in clear")
 	}
-	sasl := &proxy.ClientSASL{Mechanisms: mechs, Credentials: creds}
-	log.Info("clients authenticate with SASL", "mechanisms", mechs, "credentials", o.clientSASLCredentials, "client_certificates", o.clientTLSCA != "")
+	sasl := &proxy.ClientSASL{Mechanisms: mechs, Credentials: creds, PassThrough: o.clientSASLPassThrough}
+	log.Info("clients authenticate with SASL", "mechanisms", mechs, "credentials", o.clientSASLCredentials,
+		"plain_passed_through", o.clientSASLPassThrough, "client_certificates", o.clientTLSCA != "")
 	return tlsCfg, sasl, nil
 }
 

@@ -70,12 +70,22 @@ func TestClientAuthConfig(t *testing.T) {
 		t.Fatalf("from the environment: %+v, %v", sasl, err)
 	}
 
+	// Pass-through checks PLAIN at the source: no file needed.
+	if o, _, _, err = loadTestConfig(t, "", nil, "--client-sasl-mechanisms", "PLAIN", "--client-sasl-passthrough"); err != nil {
+		t.Fatal(err)
+	}
+	if _, sasl, err = o.clientAuth(log); err != nil || sasl == nil || !sasl.PassThrough || sasl.Credentials != nil {
+		t.Fatalf("PLAIN passed through: %+v, %v", sasl, err)
+	}
+
 	for name, args := range map[string][]string{
 		"mechanisms without credentials":  {"--client-sasl-mechanisms", "PLAIN"},
 		"credentials without mechanisms":  {"--client-sasl-credentials", creds},
 		"unknown mechanism":               {"--client-sasl-mechanisms", "GSSAPI", "--client-sasl-credentials", creds},
 		"missing file":                    {"--client-sasl-mechanisms", "PLAIN", "--client-sasl-credentials", creds + ".missing"},
 		"client CA without a certificate": {"--client-tls-ca", creds},
+		"pass-through without PLAIN":      {"--client-sasl-mechanisms", "SCRAM-SHA-512", "--client-sasl-passthrough", "--client-sasl-credentials", creds},
+		"pass-through and SCRAM, no file": {"--client-sasl-mechanisms", "PLAIN,SCRAM-SHA-512", "--client-sasl-passthrough"},
 	} {
 		o, _, _, err := loadTestConfig(t, "", nil, args...)
 		if err != nil {

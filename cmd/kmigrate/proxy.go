@@ -297,6 +297,7 @@ type proxyOptions struct {
 	clientTLSCA           string
 	clientSASLMechanisms  string
 	clientSASLCredentials string
+	clientSASLPassThrough bool
 }
 
 func newProxyFlags() (*flag.FlagSet, *proxyOptions) {
@@ -313,6 +314,7 @@ func newProxyFlags() (*flag.FlagSet, *proxyOptions) {
 	fs.StringVar(&o.clientTLSCA, "client-tls-ca", "", "PEM CA bundle: clients must present a certificate it signed (mTLS; needs --client-tls-cert)")
 	fs.StringVar(&o.clientSASLMechanisms, "client-sasl-mechanisms", "", "comma-separated SASL mechanisms clients must authenticate with: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (needs --client-sasl-credentials); empty: clients do not authenticate")
 	fs.StringVar(&o.clientSASLCredentials, "client-sasl-credentials", "", "YAML file of the users clients authenticate as: passwords or SCRAM hashes (kmigrate scram-credential)")
+	fs.BoolVar(&o.clientSASLPassThrough, "client-sasl-passthrough", false, "PLAIN clients are checked by the source cluster and reach both clusters as themselves (their user and password, with the --source-/--target-sasl-mechanism); needs PLAIN in --client-sasl-mechanisms")
 	fs.IntVar(&o.maxFrame, "max-frame-bytes", 100<<20, "largest request or response frame accepted")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", proxy.DefaultMaxInFlight, "outstanding requests per client connection before the proxy stops reading")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
