@@ -68,7 +68,7 @@ func (c *clientConn) loginAsClient(user, password string) (failure string, err e
 		}
 		identity[cl] = &up
 	}
-	var lastErr error
+	lastErr := errors.New("no source broker known")
 	for _, id := range c.p.source.allBrokers() {
 		addr, ok := c.p.source.brokerAddr(id)
 		if !ok {
