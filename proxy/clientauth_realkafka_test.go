@@ -252,7 +252,8 @@ func TestClientSASLRealKafka(t *testing.T) {
 }
 
 // TestClientSASLSSLRealKafka: TLS and SASL toward the proxy together
-// (SASL_SSL) with librdkafka, and client certificates (mTLS) with franz-go.
+// (SASL_SSL) with librdkafka and the Java client, and client certificates
+// (mTLS) with franz-go.
 func TestClientSASLSSLRealKafka(t *testing.T) {
 	ca := newTestCA(t, "kmigrate-clients-ca")
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
@@ -267,6 +268,13 @@ func TestClientSASLSSLRealKafka(t *testing.T) {
 		kcatProduceConsume(t, k.proxy.Addr(), "kcat-sasl-ssl", numberedLines("ssl", 300),
 			"-X", "security.protocol=SASL_SSL", "-X", "ssl.ca.location="+caFile, "-X", "sasl.mechanisms=SCRAM-SHA-512",
 			"-X", "sasl.username="+appUser, "-X", "sasl.password="+appPassword)
+	})
+	t.Run("Java SASL_SSL SCRAM-SHA-256", func(t *testing.T) {
+		k := startClientAuthKafka(t, &tls.Config{Certificates: []tls.Certificate{serverCert}})
+		k.createTopic(t, "java-sasl-ssl")
+		config := javaClientConfig(t, "SASL_SSL", MechScramSHA256, appUser, appPassword,
+			map[string]string{"ssl.truststore.type": "PEM", "ssl.truststore.location": caFile})
+		javaProduceConsume(t, k.proxy.Addr(), "java-sasl-ssl", config, numberedLines("java-ssl", 300))
 	})
 	t.Run("franz-go mTLS and SASL", func(t *testing.T) {
 		k := startClientAuthKafka(t, &tls.Config{Certificates: []tls.Certificate{serverCert},
