@@ -95,7 +95,6 @@ type saslSession struct {
 	mechanism     string // chosen by SaslHandshake; "" before
 	scram         *scram.ServerConversation
 	scramFirst    *scramFirst // for librdkafka's final message (scram_librdkafka.go)
-	user          string
 	authenticated bool
 }
 
@@ -192,17 +191,9 @@ func handleSASLAuthenticate(c *clientConn, r *protocol.Request) (finishFunc, err
 
 	var user, failure string
 	if s.mechanism == MechPlain {
-		var password string
-		user, password, failure = parsePlain(req.SASLAuthBytes)
-		if failure == "" {
-			if c.p.cfg.ClientSASL.PassThrough {
-				var err error
-				if failure, err = c.loginAsClient(user, password); err != nil {
-					return nil, err
-				}
-			} else if !c.p.cfg.ClientSASL.Credentials.checkPlain(user, password) {
-				failure = authFailedMessage
-			}
+		var err error
+		if user, failure, err = c.checkPlain(req.SASLAuthBytes); err != nil {
+			return nil, err
 		}
 	} else {
 		var challenge string
@@ -217,11 +208,28 @@ func handleSASLAuthenticate(c *clientConn, r *protocol.Request) (finishFunc, err
 	if failure != "" {
 		return c.authFailed(resp, user, failure), nil
 	}
-	s.authenticated, s.user, s.scram, s.scramFirst = true, user, nil, nil
+	s.authenticated, s.scram, s.scramFirst = true, nil, nil
 	c.p.metrics.clientAuth(s.mechanism, "success")
 	c.log.Debug("client authenticated", "mechanism", s.mechanism, "user", user)
 	resp.SessionLifetimeMillis = 0 // no re-authentication demanded
 	return respond(resp), nil
+}
+
+// checkPlain checks a PLAIN message against the credentials, or with
+// pass-through at the source. failure is Kafka's message for the client;
+// err means the check could not be made.
+func (c *clientConn) checkPlain(msg []byte) (user, failure string, err error) {
+	user, password, failure := parsePlain(msg)
+	switch {
+	case failure != "":
+		return user, failure, nil
+	case c.p.cfg.ClientSASL.PassThrough:
+		failure, err = c.loginAsClient(user, password)
+		return user, failure, err
+	case !c.p.cfg.ClientSASL.Credentials.checkPlain(user, password):
+		return user, authFailedMessage, nil
+	}
+	return user, "", nil
 }
 
 // parsePlain reads a PLAIN message, "authzid NUL user NUL password"; on a
