@@ -37,6 +37,8 @@ type cluster struct {
 
 	controlMu sync.Mutex // one control connection, redialled on failure
 	control   *brokerConn
+
+	metrics *Metrics // nil in tests that build a cluster alone
 }
 
 type topicRoute struct {
@@ -131,13 +133,21 @@ func (cl *cluster) controlRequest(ctx context.Context, req kmsg.Request) (kmsg.R
 func (cl *cluster) controlConn(ctx context.Context) (*brokerConn, error) {
 	cl.controlMu.Lock()
 	defer cl.controlMu.Unlock()
-	if cl.control != nil && !cl.control.isClosed() {
+	if cl.control != nil && cl.control.usable() {
 		return cl.control, nil
 	}
 	var lastErr error
 	for _, addr := range cl.dialCandidates() {
 		bc, err := dialBroker(ctx, &cl.up, addr, 16, cl.maxResp)
 		if err == nil {
+			// The proxy's own requests need no order between them: the
+			// old connection just finishes what it has.
+			if old := cl.control; old != nil && old.renewing() {
+				old.retire()
+				if cl.metrics != nil {
+					cl.metrics.upstreamRenewed(cl.up.Name)
+				}
+			}
 			cl.control = bc
 			return bc, nil
 		}

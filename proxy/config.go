@@ -35,6 +35,16 @@ type Config struct {
 	// outstanding; the proxy stops reading from that client beyond it.
 	// 0 means DefaultMaxInFlight.
 	MaxInFlight int
+	// MaxBufferBytes bounds the bytes all client requests in flight and
+	// their unwritten answers may reserve; MaxConnBufferBytes the same per
+	// connection (memory.go). 0 means DefaultMaxBufferBytes (1 GiB) and
+	// DefaultMaxConnBufferBytes (64 MiB).
+	MaxBufferBytes     int64
+	MaxConnBufferBytes int64
+	// MaxConnectionsPerIP closes, at accept, a connection from an address
+	// that has this many open (Kafka's max.connections.per.ip); 0 means
+	// no limit.
+	MaxConnectionsPerIP int
 	// Source is the cluster the proxy forwards to.
 	Source Upstream
 	// Target, when set, is the cluster consumer groups move to.

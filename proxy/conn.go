@@ -17,6 +17,7 @@ import (
 
 	"github.com/kmigrate/kmigrate/protocol"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/sync/semaphore"
 )
 
 // finishFunc produces a response body once the upstream answers arrive. It
@@ -25,9 +26,10 @@ type finishFunc func(ctx context.Context) ([]byte, error)
 
 // pendingResponse is one slot in the per-connection response queue.
 type pendingResponse struct {
-	req    protocol.Request
-	start  time.Time
-	finish finishFunc
+	req      protocol.Request
+	start    time.Time
+	finish   finishFunc
+	reserved int64 // memory.go: given back once the answer is written
 }
 
 // clientConn is one client connection. The reader goroutine parses requests
@@ -42,6 +44,9 @@ type clientConn struct {
 	cancel context.CancelFunc
 
 	queue chan *pendingResponse // bounded: the reader blocks when full
+	// budget bounds the bytes this connection's requests and answers
+	// reserve (memory.go).
+	budget *semaphore.Weighted
 
 	// upstreams are this connection's links to upstream brokers. Mostly
 	// the reader goroutine uses them; a held group request (cutover) is
@@ -85,6 +90,7 @@ func newClientConn(p *Proxy, conn net.Conn) *clientConn {
 		ctx:       ctx,
 		cancel:    cancel,
 		queue:     make(chan *pendingResponse, p.cfg.MaxInFlight),
+		budget:    semaphore.NewWeighted(p.budget.perConn),
 		upstreams: make(map[brokerKey]*brokerConn),
 	}
 	if p.cfg.ClientSASL != nil {
@@ -124,6 +130,11 @@ func (c *clientConn) serve() {
 		c.closeWith(err)
 	}
 	<-writerDone
+	// A writer that failed left answers unwritten: their reservations go
+	// back to the proxy's budget.
+	for pr := range c.queue {
+		c.release(pr.reserved)
+	}
 	c.cancel()
 	c.upstreamsMu.Lock()
 	for _, bc := range c.upstreams {
@@ -206,21 +217,27 @@ func (c *clientConn) readLoop() error {
 			return fmt.Errorf("%s v%d is not supported by the proxy (correlation id %d)", kmsg.NameForKey(req.APIKey), req.APIVersion, req.CorrelationID)
 		}
 		pr := &pendingResponse{req: req, start: time.Now()}
+		if pr.reserved, err = c.reserve(c.ctx, &req, len(frame)); err != nil {
+			return err
+		}
 		pr.finish, err = h(c, &req)
 		if err != nil {
 			if !isUpstreamError(err) {
+				c.release(pr.reserved) // nothing will answer it
 				return fmt.Errorf("%s v%d: %w", kmsg.NameForKey(req.APIKey), req.APIVersion, err)
 			}
 			upstreamErr := err // answered in turn by the writer, see retriableResponse
 			pr.finish = func(context.Context) ([]byte, error) { return nil, upstreamErr }
 		}
 		if pr.finish == nil { // no response expected (acks=0)
+			c.release(pr.reserved)
 			c.p.metrics.observe(req.APIKey, time.Since(pr.start))
 			continue
 		}
 		select {
 		case c.queue <- pr:
 		case <-c.ctx.Done():
+			c.release(pr.reserved)
 			return c.ctx.Err()
 		}
 		if c.closeAfter != nil {
@@ -241,6 +258,7 @@ func (c *clientConn) writeLoop() error {
 			}
 		}
 		if err != nil {
+			c.release(pr.reserved)
 			return fmt.Errorf("%s v%d (correlation id %d): %w", kmsg.NameForKey(pr.req.APIKey), pr.req.APIVersion, pr.req.CorrelationID, err)
 		}
 		// Size and header go through the buffer; a large body then goes
@@ -250,10 +268,13 @@ func (c *clientConn) writeLoop() error {
 		head = binary.BigEndian.AppendUint32(head[:0], uint32(len(hdr)+len(body)))
 		head = append(head, hdr...)
 		c.conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
-		if _, err := bw.Write(head); err != nil {
-			return err
+		_, err = bw.Write(head)
+		if err == nil {
+			_, err = bw.Write(body)
 		}
-		if _, err := bw.Write(body); err != nil {
+		// What the buffer still holds is at most its 64 KiB.
+		c.release(pr.reserved)
+		if err != nil {
 			return err
 		}
 		// Flush only when nothing else is ready: pipelined answers share
@@ -275,8 +296,9 @@ func (c *clientConn) upstream(cl *cluster, id int32) (*brokerConn, error) {
 	c.upstreamsMu.Lock()
 	defer c.upstreamsMu.Unlock()
 	key := brokerKey{cl, id}
-	if bc := c.upstreams[key]; bc != nil && !bc.isClosed() {
-		return bc, nil
+	old := c.upstreams[key]
+	if old != nil && old.usable() {
+		return old, nil
 	}
 	addr, ok := cl.brokerAddr(id)
 	if !ok {
@@ -292,8 +314,34 @@ func (c *clientConn) upstream(cl *cluster, id int32) (*brokerConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if old != nil && old.renewing() {
+		c.renew(cl, old)
+	}
 	c.upstreams[key] = bc
 	return bc, nil
+}
+
+// renewDrainWait bounds how long a renewal waits for the old connection's
+// answers before the new one takes requests.
+const renewDrainWait = time.Minute
+
+// renew retires old, whose SASL session ends soon, and waits until the
+// broker answered everything sent on it: the broker serves one request of
+// a connection at a time, so requests written on the new connection now
+// could overtake them (an idempotent producer's batches, say). The broker
+// would have made the next request wait as long on the old connection, so
+// waiting costs the client nothing.
+func (c *clientConn) renew(cl *cluster, old *brokerConn) {
+	c.p.metrics.upstreamRenewed(cl.up.Name)
+	c.log.Debug("upstream SASL session ending: new connection", "cluster", cl.up.Name, "broker", old.addr, "session", old.lifetime, "in_flight", old.inflight.Load())
+	old.retire()
+	select {
+	case <-old.closed:
+	case <-c.ctx.Done():
+	case <-time.After(renewDrainWait):
+		c.log.Warn("upstream connection replaced before the broker answered its requests; their order with later ones is not guaranteed",
+			"cluster", cl.up.Name, "broker", old.addr, "in_flight", old.inflight.Load())
+	}
 }
 
 // forward sends body (the client's, or a rewritten one) under the client's

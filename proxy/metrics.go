@@ -17,7 +17,12 @@ type Metrics struct {
 	latency     *prometheus.HistogramVec
 	byKey       [128]prometheus.Observer
 	produceHold prometheus.Histogram
-	clientAuths *prometheus.CounterVec
+	// bufferedBytes is what client requests and their answers reserve
+	// (memory.go); refusedConns counts connections closed at accept.
+	bufferedBytes prometheus.Gauge
+	refusedConns  prometheus.Counter
+	reauth        *prometheus.CounterVec
+	clientAuths   *prometheus.CounterVec
 }
 
 // NewMetrics registers the proxy's series with reg (nil: a private registry).
@@ -45,12 +50,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "How long produces were held while their topic's producers flipped to the other cluster.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 		}),
+		bufferedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kmigrate_client_buffered_bytes", Help: "Bytes reserved by client requests in flight and their answers not yet written.",
+		}),
+		refusedConns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kmigrate_client_connections_refused_total", Help: "Client connections closed at once because their address had --max-connections-per-ip open.",
+		}),
+		reauth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmigrate_upstream_reauth_total",
+			Help: "Upstream connections replaced by a newly authenticated one because the broker's SASL session (connections.max.reauth.ms, token expiry) was about to end.",
+		}, []string{"cluster"}),
 		clientAuths: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kmigrate_client_auth_total",
 			Help: "Client authentications at the proxy by mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, TLS for client certificates; none: a request before any SaslHandshake; unsupported: a mechanism not offered) and result (success, failure).",
 		}, []string{"mechanism", "result"}),
 	}
-	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency, m.produceHold, m.clientAuths)
+	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency, m.produceHold, m.bufferedBytes, m.refusedConns, m.reauth, m.clientAuths)
 	for key := range m.byKey {
 		if name := kmsg.NameForKey(int16(key)); name != "Unknown" {
 			m.byKey[key] = m.latency.WithLabelValues(name, "source")
@@ -65,6 +80,12 @@ func (m *Metrics) observe(key int16, d time.Duration) {
 		return
 	}
 	m.latency.WithLabelValues(strconv.Itoa(int(key)), "source").Observe(d.Seconds())
+}
+
+// upstreamRenewed counts one connection to cluster replaced before its SASL
+// session ended.
+func (m *Metrics) upstreamRenewed(cluster string) {
+	m.reauth.WithLabelValues(cluster).Inc()
 }
 
 // clientAuth counts one client authentication. mechanism is one of the

@@ -44,6 +44,11 @@ type Proxy struct {
 	// scramServers check clients' SCRAM exchanges, by mechanism.
 	scramServers map[string]*scram.Server
 
+	budget *memoryBudget // memory.go
+	// perIP counts open client connections per remote IP, under connsMu,
+	// for MaxConnectionsPerIP.
+	perIP map[string]int
+
 	// draining is set by Shutdown: readers stop at their next frame and
 	// the writers finish what was read.
 	draining atomic.Bool
@@ -72,9 +77,11 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 		return nil, errors.New("sync produce mode needs a mirror to the target")
 	}
 	p := &Proxy{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		conns: make(map[*clientConn]struct{}),
+		cfg:    cfg,
+		log:    cfg.Logger,
+		conns:  make(map[*clientConn]struct{}),
+		budget: newMemoryBudget(cfg.MaxBufferBytes, cfg.MaxConnBufferBytes),
+		perIP:  make(map[string]int),
 	}
 	if p.metrics = cfg.Metrics; p.metrics == nil {
 		p.metrics = NewMetrics(nil)
@@ -91,6 +98,7 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 	// Responses from upstream may be as large as what clients may send
 	// plus fetch overhead; the client's own fetch.max.bytes bounds them.
 	p.source = newCluster(cfg.Source, cfg.Logger, cfg.MaxFrameBytes)
+	p.source.metrics = p.metrics
 	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := p.source.start(startCtx); err != nil {
@@ -101,6 +109,7 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 			cfg.Target.Name = "target"
 		}
 		p.target = newCluster(*cfg.Target, cfg.Logger, cfg.MaxFrameBytes)
+		p.target.metrics = p.metrics
 		if err := p.target.start(startCtx); err != nil {
 			return nil, err
 		}
@@ -222,9 +231,20 @@ func (p *Proxy) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		c := newClientConn(p, conn)
+		ip := remoteIP(conn)
 		p.connsMu.Lock()
+		if limit := p.cfg.MaxConnectionsPerIP; limit > 0 && p.perIP[ip] >= limit {
+			p.connsMu.Unlock()
+			// As Kafka's broker does past max.connections.per.ip: close
+			// at once; the client backs off and reconnects.
+			warnOnce.warn(p.log, "client address at its connection limit: closing new connections", "ip", ip, "max_connections_per_ip", limit)
+			p.metrics.refusedConns.Inc()
+			conn.Close()
+			continue
+		}
+		c := newClientConn(p, conn)
 		p.conns[c] = struct{}{}
+		p.perIP[ip]++
 		if p.draining.Load() { // accepted as Shutdown began
 			conn.SetReadDeadline(time.Now())
 		}
@@ -235,7 +255,19 @@ func (p *Proxy) acceptLoop() {
 			c.serve()
 			p.connsMu.Lock()
 			delete(p.conns, c)
+			if p.perIP[ip]--; p.perIP[ip] <= 0 {
+				delete(p.perIP, ip)
+			}
 			p.connsMu.Unlock()
 		}()
 	}
+}
+
+// remoteIP is the address a connection comes from, without its port.
+func remoteIP(conn net.Conn) string {
+	addr := conn.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
 }

@@ -13,7 +13,7 @@ import (
 
 // secureKafka is one real broker with SASL and TLS listeners, shared by the
 // upstream-authentication tests of this package.
-var secureKafka = kafkatest.NewShared(kafkatest.Options{Name: "secure", SASL: true, TLS: true})
+var secureKafka = kafkatest.NewShared(kafkatest.Options{Name: "secure", SASL: true, TLS: true, OAuthBearer: true})
 
 func startProxyTo(t *testing.T, up Upstream) *Proxy {
 	t.Helper()
@@ -88,4 +88,8 @@ func TestUpstreamTLS(t *testing.T) {
 	m, _ := kafkatest.SASLMechanism(kafkatest.MechScramSHA256, kafkatest.DefaultUser)
 	p2 := startProxyTo(t, Upstream{Name: "source", Bootstrap: []string{kafka.Addr(kafkatest.SASLSSL)}, TLS: kafka.TLSConfig(), SASL: m})
 	roundTrip(t, p2, "sasl-ssl", 20)
+
+	m512, _ := kafkatest.SASLMechanism(kafkatest.MechScramSHA512, kafkatest.DefaultUser)
+	p3 := startProxyTo(t, Upstream{Name: "source", Bootstrap: []string{kafka.Addr(kafkatest.SASLSSL)}, TLS: kafka.TLSConfig(), SASL: m512})
+	roundTrip(t, p3, "sasl-ssl-512", 20)
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kmigrate/kmigrate/protocol"
@@ -30,8 +31,17 @@ var errConnClosed = errors.New("upstream connection closed")
 // calls form a FIFO: no correlation-id map is needed, only a check.
 type brokerConn struct {
 	addr    string
+	who     string // "source broker host:port", for errors
 	conn    net.Conn
 	maxResp int32
+
+	// renewAt is when the connection stops taking new requests because
+	// the broker's SASL session (KIP-368) ends soon after; zero: never.
+	// See renewAfter and docs/INTERNALS.md.
+	renewAt  time.Time
+	lifetime time.Duration
+	inflight atomic.Int32 // calls sent and not yet answered
+	retired  atomic.Bool  // closes once inflight reaches 0
 
 	writeMu  sync.Mutex // orders writes and the enqueue of their calls
 	bw       *bufio.Writer
@@ -85,23 +95,70 @@ func dialBroker(ctx context.Context, up *Upstream, addr string, maxInFlight int,
 		}
 		conn = tc
 	}
+	var lifetime time.Duration
+	var authSent time.Time
 	if up.SASL != nil {
-		if err := saslAuthenticate(ctx, conn, up.SASL, addr, maxResp); err != nil {
+		if lifetime, authSent, err = saslAuthenticate(ctx, conn, up.SASL, addr, maxResp); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("sasl %s with %s broker %s: %w", up.SASL.Name(), up.Name, addr, err)
 		}
 	}
 	bc := &brokerConn{
 		addr:    addr,
+		who:     up.Name + " broker " + addr,
 		conn:    conn,
 		maxResp: maxResp,
 		bw:      bufio.NewWriterSize(conn, 64<<10),
 		pending: make(chan *call, maxInFlight),
 		closed:  make(chan struct{}),
 	}
+	if lifetime > 0 {
+		// The broker's clock starts when it has checked our last
+		// SaslAuthenticate, ours when we sent it: ours runs ahead.
+		bc.lifetime = lifetime
+		bc.renewAt = authSent.Add(renewAfter(lifetime))
+	}
 	go bc.readLoop()
 	return bc, nil
 }
+
+// renewAfter is how long a connection whose SASL session lasts lifetime
+// takes new requests: 85% of the session, and at least 2 s before its end
+// when the session is long enough. A broker closes a connection that sends
+// anything but re-authentication after its session ended (KIP-368), but
+// answers the requests it received before, so the margin only has to cover
+// the trip of the last request.
+func renewAfter(lifetime time.Duration) time.Duration {
+	margin := max(lifetime*15/100, min(2*time.Second, lifetime/2))
+	return lifetime - margin
+}
+
+// usable says whether new requests may go on bc: it is open and its SASL
+// session is not about to end.
+func (bc *brokerConn) usable() bool {
+	if bc.isClosed() || bc.retired.Load() {
+		return false
+	}
+	return bc.renewAt.IsZero() || time.Now().Before(bc.renewAt)
+}
+
+// renewing says whether bc is open but must be replaced before its SASL
+// session ends.
+func (bc *brokerConn) renewing() bool {
+	return !bc.isClosed() && !bc.usable()
+}
+
+// retire takes bc out of service: it closes as soon as every call in
+// flight is answered (at once when none is).
+func (bc *brokerConn) retire() {
+	bc.retired.Store(true)
+	if bc.inflight.Load() == 0 {
+		bc.close(errRetired)
+	}
+}
+
+// errRetired closes a connection replaced before its SASL session ended.
+var errRetired = errors.New("replaced by a newly authenticated connection before the SASL session ends")
 
 // Send writes one request and returns its call, or nil when the request
 // has no response (Produce with acks=0). header is the client's header; its
@@ -120,6 +177,7 @@ func (bc *brokerConn) Send(key, version int16, header, body []byte, expectRespon
 	// Enqueue before writing: the reader may see the response before
 	// Send returns.
 	if expectResponse {
+		bc.inflight.Add(1)
 		select {
 		case bc.pending <- c:
 		case <-bc.closed:
@@ -141,7 +199,7 @@ func (bc *brokerConn) Send(key, version int16, header, body []byte, expectRespon
 		err = bc.bw.Flush()
 	}
 	if err != nil {
-		err = fmt.Errorf("write %s to %s: %w", kmsg.NameForKey(key), bc.addr, err)
+		err = fmt.Errorf("write %s to %s: %w", kmsg.NameForKey(key), bc.who, err)
 		bc.close(err)
 		return nil, err
 	}
@@ -156,20 +214,20 @@ func (bc *brokerConn) readLoop() {
 	for {
 		frame, err := protocol.ReadFrame(br, bc.maxResp)
 		if err != nil {
-			bc.close(fmt.Errorf("read from %s: %w", bc.addr, err))
+			bc.close(fmt.Errorf("read from %s: %w", bc.who, err))
 			return
 		}
 		var c *call
 		select {
 		case c = <-bc.pending:
 		default:
-			bc.close(fmt.Errorf("%s sent a response to no request", bc.addr))
+			bc.close(fmt.Errorf("%s sent a response to no request", bc.who))
 			return
 		}
 		hlen, err := protocol.ResponseHeaderLen(frame, c.key, c.version)
 		if err == nil {
 			if got := int32(uint32(frame[0])<<24 | uint32(frame[1])<<16 | uint32(frame[2])<<8 | uint32(frame[3])); got != c.corr {
-				err = fmt.Errorf("%s answered correlation id %d, expected %d", bc.addr, got, c.corr)
+				err = fmt.Errorf("%s answered correlation id %d, expected %d", bc.who, got, c.corr)
 			}
 		}
 		if err != nil {
@@ -180,6 +238,11 @@ func (bc *brokerConn) readLoop() {
 		}
 		c.body = frame[hlen:]
 		close(c.done)
+		// Either this sees retired or retire sees the count at 0.
+		if bc.inflight.Add(-1) == 0 && bc.retired.Load() {
+			bc.close(errRetired)
+			return
+		}
 	}
 }
 
@@ -235,8 +298,10 @@ func (bc *brokerConn) roundTrip(ctx context.Context, req kmsg.Request) (kmsg.Res
 }
 
 // saslAuthenticate runs SaslHandshake v1 and SaslAuthenticate rounds on a
-// connection before any other traffic uses it.
-func saslAuthenticate(ctx context.Context, conn net.Conn, mech sasl.Mechanism, addr string, maxResp int32) error {
+// connection before any other traffic uses it. It returns the session
+// lifetime the broker granted (0: unlimited) and when the last
+// SaslAuthenticate was sent, from which the lifetime counts.
+func saslAuthenticate(ctx context.Context, conn net.Conn, mech sasl.Mechanism, addr string, maxResp int32) (lifetime time.Duration, sent time.Time, err error) {
 	ctx, cancel := context.WithTimeout(ctx, authTimeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
@@ -268,36 +333,37 @@ func saslAuthenticate(ctx context.Context, conn net.Conn, mech sasl.Mechanism, a
 	hs.Mechanism = mech.Name()
 	hsResp := kmsg.NewPtrSASLHandshakeResponse()
 	if err := exchange(hs, hsResp); err != nil {
-		return fmt.Errorf("handshake: %w", err)
+		return 0, sent, fmt.Errorf("handshake: %w", err)
 	}
 	if err := kerr.ErrorForCode(hsResp.ErrorCode); err != nil {
-		return fmt.Errorf("handshake: %w (broker enables %v)", err, hsResp.SupportedMechanisms)
+		return 0, sent, fmt.Errorf("handshake: %w (broker enables %v)", err, hsResp.SupportedMechanisms)
 	}
 	session, clientWrite, err := mech.Authenticate(ctx, addr)
 	if err != nil {
-		return err
+		return 0, sent, err
 	}
 	for {
 		auth := kmsg.NewPtrSASLAuthenticateRequest()
 		auth.Version = 1
 		auth.SASLAuthBytes = clientWrite
 		authResp := kmsg.NewPtrSASLAuthenticateResponse()
+		sent = time.Now()
 		if err := exchange(auth, authResp); err != nil {
-			return fmt.Errorf("authenticate: %w", err)
+			return 0, sent, fmt.Errorf("authenticate: %w", err)
 		}
 		if err := kerr.ErrorForCode(authResp.ErrorCode); err != nil {
 			msg := ""
 			if authResp.ErrorMessage != nil {
 				msg = *authResp.ErrorMessage
 			}
-			return fmt.Errorf("authenticate: %w: %s", err, msg)
+			return 0, sent, fmt.Errorf("authenticate: %w: %s", err, msg)
 		}
 		done, next, err := session.Challenge(authResp.SASLAuthBytes)
 		if err != nil {
-			return err
+			return 0, sent, err
 		}
 		if done {
-			return nil
+			return time.Duration(authResp.SessionLifetimeMillis) * time.Millisecond, sent, nil
 		}
 		clientWrite = next
 	}

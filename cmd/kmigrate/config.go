@@ -36,8 +36,12 @@ func envName(flagName string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// isSecret says whether a setting's value must never be printed.
+// isSecret says whether a setting's value must never be printed. A file
+// or an endpoint only says where a secret is (--source-oauth-token-file).
 func isSecret(flagName string) bool {
+	if strings.HasSuffix(flagName, "-file") || strings.HasSuffix(flagName, "-endpoint") {
+		return false
+	}
 	for _, word := range []string{"password", "secret", "token"} {
 		if strings.Contains(flagName, word) {
 			return true

@@ -221,7 +221,7 @@ func TestConfigSecretNames(t *testing.T) {
 			secrets = append(secrets, f.Name)
 		}
 	})
-	want := "admin-token source-sasl-password target-sasl-password"
+	want := "admin-token source-oauth-client-secret source-sasl-password target-oauth-client-secret target-sasl-password"
 	if got := strings.Join(secrets, " "); got != want {
 		t.Errorf("secret settings %q, want %q: a new secret flag needs password, secret or token in its name", got, want)
 	}

@@ -20,6 +20,8 @@ Usage:
   kmigrate rollback topic T move topic T's producers back to the source
   kmigrate status           nodes, mirrored topics with lag, groups (--json for scripts)
   kmigrate verify           compare source and target through the offset map; exit 1 on a mismatch
+  kmigrate preflight        check both clusters before mirroring: login, API versions, the
+                            proxy principal's ACLs, topic mismatches; exit 1 on a failure
   kmigrate version          print the version, VCS revision and Go version
   kmigrate scram-credential SCRAM hashes of a password (stdin) for --client-sasl-credentials
 
@@ -53,6 +55,8 @@ func main() {
 		err = runStatus(os.Args[2:], os.Stdout)
 	case "verify":
 		err = runVerify(os.Args[2:], os.Stdout)
+	case "preflight":
+		err = runPreflight(os.Args[2:], os.Stdout)
 	case "scram-credential":
 		err = runSCRAMCredential(os.Args[2:], os.Stdin, os.Stdout)
 	case "version", "--version":

@@ -46,6 +46,7 @@ type upstreamFlags struct {
 	saslMechanism string
 	saslUser      string
 	saslPassword  string
+	auth          upstreamAuthFlags // OAUTHBEARER, AWS_MSK_IAM
 }
 
 func (u *upstreamFlags) register(fs *flag.FlagSet, prefix, what string) {
@@ -55,9 +56,10 @@ func (u *upstreamFlags) register(fs *flag.FlagSet, prefix, what string) {
 	fs.StringVar(&u.tlsCert, prefix+"tls-cert", "", "PEM client certificate for mTLS to the "+what+" cluster")
 	fs.StringVar(&u.tlsKey, prefix+"tls-key", "", "PEM client key for mTLS to the "+what+" cluster")
 	fs.StringVar(&u.tlsServerName, prefix+"tls-server-name", "", "expected TLS server name of the "+what+" brokers")
-	fs.StringVar(&u.saslMechanism, prefix+"sasl-mechanism", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 toward the "+what+" cluster")
+	fs.StringVar(&u.saslMechanism, prefix+"sasl-mechanism", "", "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM toward the "+what+" cluster")
 	fs.StringVar(&u.saslUser, prefix+"sasl-username", "", "SASL username for the "+what+" cluster")
 	fs.StringVar(&u.saslPassword, prefix+"sasl-password", "", "SASL password for the "+what+" cluster (prefer the environment variable "+envName(prefix+"sasl-password")+")")
+	u.auth.register(fs, prefix, what)
 }
 
 func (u *upstreamFlags) build(name string) (proxy.Upstream, error) {
@@ -80,7 +82,13 @@ func (u *upstreamFlags) build(name string) (proxy.Upstream, error) {
 		}
 		up.TLS = cfg
 	}
-	mech, err := saslMechanism(u.saslMechanism, u.saslUser, u.saslPassword)
+	mech, err := u.auth.mechanism(name, u.saslMechanism)
+	if err != nil {
+		return up, err
+	}
+	if mech == nil {
+		mech, err = saslMechanism(u.saslMechanism, u.saslUser, u.saslPassword)
+	}
 	if err != nil {
 		return up, fmt.Errorf("--%s-sasl-mechanism: %w", name, err)
 	}
@@ -99,7 +107,7 @@ func saslMechanism(name, user, pass string) (sasl.Mechanism, error) {
 	case "SCRAM-SHA-512":
 		return scram.Auth{User: user, Pass: pass}.AsSha512Mechanism(), nil
 	default:
-		return nil, fmt.Errorf("unsupported mechanism %q (use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)", name)
+		return nil, fmt.Errorf("unsupported mechanism %q (use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM)", name)
 	}
 }
 
@@ -286,6 +294,9 @@ type proxyOptions struct {
 	clientTLSKey  string
 	maxFrame      int
 	maxInFlight   int
+	maxBuffer     int64
+	maxConnBuffer int64
+	maxConnsPerIP int
 	logLevel      string
 	logFormat     string
 	produceMode   string
@@ -317,6 +328,9 @@ func newProxyFlags() (*flag.FlagSet, *proxyOptions) {
 	fs.BoolVar(&o.clientSASLPassThrough, "client-sasl-passthrough", false, "PLAIN clients are checked by the source cluster and reach both clusters as themselves (their user and password, with the --source-/--target-sasl-mechanism); needs PLAIN in --client-sasl-mechanisms")
 	fs.IntVar(&o.maxFrame, "max-frame-bytes", 100<<20, "largest request or response frame accepted")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", proxy.DefaultMaxInFlight, "outstanding requests per client connection before the proxy stops reading")
+	fs.Int64Var(&o.maxBuffer, "max-buffer-bytes", proxy.DefaultMaxBufferBytes, "bytes all client requests in flight and their unwritten answers may hold; past it the proxy stops reading from clients")
+	fs.Int64Var(&o.maxConnBuffer, "max-conn-buffer-bytes", proxy.DefaultMaxConnBufferBytes, "the same bound for one client connection")
+	fs.IntVar(&o.maxConnsPerIP, "max-connections-per-ip", 1000, "open client connections allowed from one address (Kafka's max.connections.per.ip); 0: no limit")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text (key=value) or json, one object per line")
 	fs.StringVar(&o.produceMode, "produce-mode", "async", "async: acknowledge after the source; sync: after the source and the target (needs --target-bootstrap)")
@@ -369,17 +383,23 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 	if err != nil {
 		return err
 	}
+	if o.maxBuffer < 1<<20 || o.maxConnBuffer < 1<<20 {
+		return fmt.Errorf("--max-buffer-bytes and --max-conn-buffer-bytes must be at least 1048576 (1 MiB), got %d and %d", o.maxBuffer, o.maxConnBuffer)
+	}
 	if o.maxFrame <= 0 || o.maxFrame > 1<<30 {
 		return fmt.Errorf("--max-frame-bytes must be between 1 and 1073741824, got %d", o.maxFrame)
 	}
 	cfg := proxy.Config{
-		Listen:        o.listen,
-		Advertise:     o.advertise,
-		NodeID:        int32(o.nodeID),
-		MaxFrameBytes: int32(o.maxFrame),
-		MaxInFlight:   o.maxInFlight,
-		Source:        up,
-		Logger:        log,
+		Listen:              o.listen,
+		Advertise:           o.advertise,
+		NodeID:              int32(o.nodeID),
+		MaxFrameBytes:       int32(o.maxFrame),
+		MaxInFlight:         o.maxInFlight,
+		Source:              up,
+		MaxBufferBytes:      o.maxBuffer,
+		MaxConnBufferBytes:  o.maxConnBuffer,
+		MaxConnectionsPerIP: o.maxConnsPerIP,
+		Logger:              log,
 	}
 	if cfg.ClientTLS, cfg.ClientSASL, err = o.clientAuth(log); err != nil {
 		return err

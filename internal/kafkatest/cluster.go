@@ -81,6 +81,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("kafkatest: write CA file: %w", err)
 		}
+		certFile, keyFile := c.clientCertPaths()
+		if err := errors.Join(os.WriteFile(certFile, c.certs.clientCertPEM, 0o644), os.WriteFile(keyFile, c.certs.clientKeyPEM, 0o600)); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("kafkatest: write client certificate: %w", err)
+		}
 	}
 	register(c)
 
@@ -430,6 +435,35 @@ func (c *Cluster) CAFile() string {
 		return ""
 	}
 	return filepath.Join(c.dir, "ca.pem")
+}
+
+// ClientCertFiles are the paths of a PEM client certificate (CN
+// ClientCertCN) and its unencrypted key, signed by the cluster's CA, for
+// the SSL listener of a cluster with Options.MTLS; "" without Options.TLS.
+func (c *Cluster) ClientCertFiles() (certFile, keyFile string) {
+	if !c.opts.TLS {
+		return "", ""
+	}
+	return c.clientCertPaths()
+}
+
+func (c *Cluster) clientCertPaths() (certFile, keyFile string) {
+	return filepath.Join(c.dir, "client.pem"), filepath.Join(c.dir, "client-key.pem")
+}
+
+// ClientTLSConfig is TLSConfig presenting the client certificate of
+// ClientCertFiles, for a cluster with Options.MTLS; nil without Options.TLS.
+func (c *Cluster) ClientTLSConfig() *tls.Config {
+	if c.certs == nil {
+		return nil
+	}
+	cert, err := tls.X509KeyPair(c.certs.clientCertPEM, c.certs.clientKeyPEM)
+	if err != nil {
+		panic("kafkatest: the generated client certificate does not load: " + err.Error())
+	}
+	cfg := c.certs.tlsConfig()
+	cfg.Certificates = []tls.Certificate{cert}
+	return cfg
 }
 
 // LogFile is the path of the broker's stdout/stderr log, which accumulates

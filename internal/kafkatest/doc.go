@@ -47,7 +47,10 @@
 // SSL listener with a certificate from a CA generated per cluster (both
 // together also add SASL_SSL). Reach them with Cluster.Addr, SASLMechanism,
 // Cluster.SASLClient, Cluster.TLSConfig and Cluster.CAFile. The PLAINTEXT
-// listener (Cluster.Bootstrap) is always there.
+// listener (Cluster.Bootstrap) is always there. Options.OAuthBearer adds
+// OAUTHBEARER to the SASL listeners (unsecured JWTs, see UnsecuredJWT) and
+// Options.MTLS makes the SSL listener require the client certificate of
+// Cluster.ClientCertFiles / Cluster.ClientTLSConfig.
 //
 // # Kafka's CLI tools
 //

@@ -28,6 +28,7 @@ const (
 	MechPlain       = "PLAIN"
 	MechScramSHA256 = "SCRAM-SHA-256"
 	MechScramSHA512 = "SCRAM-SHA-512"
+	MechOAuthBearer = "OAUTHBEARER" // Options.OAuthBearer
 )
 
 const (
@@ -69,6 +70,26 @@ type Options struct {
 	// Cluster.CAFile.
 	TLS bool
 
+	// ACLs turns on Kafka's StandardAuthorizer with no ACL granted: only
+	// super users may do anything. The super users are the first of Users
+	// (the harness's admin) and ANONYMOUS, the principal of the PLAINTEXT
+	// and controller listeners, so the broker itself and the harness's
+	// set-up keep working while the other Users get only the ACLs a test
+	// grants them (over the SASL listeners).
+	ACLs bool
+
+	// OAuthBearer also offers OAUTHBEARER on the SASL listeners, checked by
+	// Kafka's unsecured validator: it accepts unsigned JWTs ({"alg":"none"})
+	// whose claims carry "sub" (the principal) and an "exp" in the future.
+	// See UnsecuredJWT. Needs SASL.
+	OAuthBearer bool
+
+	// MTLS makes the SSL listener require a client certificate signed by
+	// the cluster's CA (ssl.client.auth=required); see Cluster.ClientCertFiles
+	// and Cluster.ClientTLSConfig. SASL_SSL keeps authenticating by SASL
+	// only. Needs TLS.
+	MTLS bool
+
 	// BrokerConfig overrides or adds server.properties entries, e.g.
 	// {"log.retention.ms": "1000"}. Listener settings are the harness's.
 	BrokerConfig map[string]string
@@ -102,8 +123,17 @@ func (o Options) withDefaults() (Options, error) {
 	if o.LogLevel == "" {
 		o.LogLevel = defaultLogLevel
 	}
+	if o.ACLs && !o.SASL {
+		return o, fmt.Errorf("kafkatest: ACLs need SASL: without it every client is ANONYMOUS, a super user")
+	}
 	if o.SASL && len(o.Users) == 0 {
 		o.Users = []User{DefaultUser}
+	}
+	if o.OAuthBearer && !o.SASL {
+		return o, fmt.Errorf("kafkatest: OAuthBearer needs SASL (the mechanism lives on the SASL listeners)")
+	}
+	if o.MTLS && !o.TLS {
+		return o, fmt.Errorf("kafkatest: MTLS needs TLS")
 	}
 	for _, u := range o.Users {
 		if !userNameRE.MatchString(u.Name) {

@@ -66,7 +66,11 @@ func (c *Cluster) serverProperties() string {
 	p["listener.security.protocol.map"] = strings.Join(protoMap, ",")
 
 	if c.opts.SASL {
-		p["sasl.enabled.mechanisms"] = strings.Join([]string{MechPlain, MechScramSHA256, MechScramSHA512}, ",")
+		mechs := []string{MechPlain, MechScramSHA256, MechScramSHA512}
+		if c.opts.OAuthBearer {
+			mechs = append(mechs, MechOAuthBearer)
+		}
+		p["sasl.enabled.mechanisms"] = strings.Join(mechs, ",")
 		// PLAIN users live in the JAAS config; SCRAM users in the metadata
 		// log (added at format time), so their JAAS config is empty.
 		var plain strings.Builder
@@ -84,7 +88,18 @@ func (c *Cluster) serverProperties() string {
 			p[prefix+"plain.sasl.jaas.config"] = plain.String()
 			p[prefix+"scram-sha-256.sasl.jaas.config"] = scram
 			p[prefix+"scram-sha-512.sasl.jaas.config"] = scram
+			if c.opts.OAuthBearer {
+				// No server callback handler configured: the broker
+				// validates with OAuthBearerUnsecuredValidatorCallbackHandler.
+				// The login claim is only for the broker's own (unused)
+				// login on this listener.
+				p[prefix+"oauthbearer.sasl.jaas.config"] = `org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";`
+			}
 		}
+	}
+	if c.opts.ACLs {
+		p["authorizer.class.name"] = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+		p["super.users"] = "User:ANONYMOUS;User:" + c.opts.Users[0].Name
 	}
 	if c.certs != nil {
 		// Kafka reads PEM key material straight from the config
@@ -94,6 +109,12 @@ func (c *Cluster) serverProperties() string {
 		p["ssl.keystore.certificate.chain"] = pemProperty(c.certs.certPEM)
 		p["ssl.keystore.key"] = pemProperty(c.certs.keyPEM)
 		p["ssl.client.auth"] = "none"
+		if c.opts.MTLS {
+			// Only the SSL listener: SASL_SSL clients authenticate by SASL.
+			p["listener.name.ssl.ssl.client.auth"] = "required"
+			p["ssl.truststore.type"] = "PEM"
+			p["ssl.truststore.certificates"] = pemProperty(c.certs.caPEM)
+		}
 	}
 
 	for k, v := range c.opts.BrokerConfig {

@@ -14,14 +14,22 @@ import (
 	"time"
 )
 
-// certs is a throw-away CA and a server certificate it signed, valid for
-// 127.0.0.1, ::1 and localhost, all PEM-encoded.
+// certs is a throw-away CA, a server certificate it signed, valid for
+// 127.0.0.1, ::1 and localhost, and a client certificate for mTLS, all
+// PEM-encoded.
 type certs struct {
 	caPEM    []byte // CA certificate
 	certPEM  []byte // server certificate followed by the CA (the chain)
 	keyPEM   []byte // server private key, unencrypted PKCS#8
 	clientCA *x509.CertPool
+
+	clientCertPEM []byte // client certificate, CN=ClientCertCN
+	clientKeyPEM  []byte // its key, unencrypted PKCS#8
 }
+
+// ClientCertCN is the common name of the client certificate a cluster with
+// Options.MTLS trusts; Kafka's principal for it is "User:CN=kmigrate-client".
+const ClientCertCN = "kmigrate-client"
 
 // newCerts generates the TLS material for one cluster. RSA rather than ECDSA
 // because every JVM and TLS client understands it; generation takes well
@@ -73,15 +81,48 @@ func newCerts() (*certs, error) {
 		return nil, fmt.Errorf("marshal server key: %w", err)
 	}
 
+	clientCert, clientKey, err := leafCert(caCert, caKey, &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: ClientCertCN},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(7 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client certificate: %w", err)
+	}
+
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
 	return &certs{
-		caPEM:    caPEM,
-		certPEM:  append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), caPEM...),
-		keyPEM:   pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}),
-		clientCA: pool,
+		caPEM:         caPEM,
+		certPEM:       append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), caPEM...),
+		keyPEM:        pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}),
+		clientCA:      pool,
+		clientCertPEM: clientCert,
+		clientKeyPEM:  clientKey,
 	}, nil
+}
+
+// leafCert makes a key and a certificate from tmpl signed by the CA,
+// both PEM-encoded.
+func leafCert(ca *x509.Certificate, caKey *rsa.PrivateKey, tmpl *x509.Certificate) (certPEM, keyPEM []byte, err error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate key: %w", err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create certificate: %w", err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("marshal key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), nil
 }
 
 func serial() *big.Int {

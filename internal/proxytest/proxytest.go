@@ -173,3 +173,6 @@ func tail(b []byte, n int) string {
 	}
 	return string(b)
 }
+
+// Pid is the process id, for /proc readings.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
