@@ -83,3 +83,96 @@ func TestClientTLS(t *testing.T) {
 		t.Fatal("plaintext client produced through a TLS listener")
 	}
 }
+
+// testCA issues certificates for the mTLS tests.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+// issue signs a leaf certificate: a server's for 127.0.0.1, or a client's.
+func (ca *testCA) issue(t *testing.T, cn string, server bool) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestClientMTLS: with client certificates required, a client with a
+// certificate of the configured CA gets through; without one, or with one
+// of another CA, the handshake fails and nothing goes upstream.
+func TestClientMTLS(t *testing.T) {
+	ca := newTestCA(t, "kmigrate-test-ca")
+	ap := startAuthProxy(t, Config{ClientTLS: &tls.Config{
+		Certificates: []tls.Certificate{ca.issue(t, "proxy", true)},
+		ClientCAs:    ca.pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+	}})
+	clientTLS := func(certs ...tls.Certificate) kgo.Opt {
+		return kgo.DialTLSConfig(&tls.Config{RootCAs: ca.pool, Certificates: certs})
+	}
+	saslRoundTrip(t, ap.Addr(), "mtls", 20, clientTLS(ca.issue(t, "app", false)))
+	if got := ap.authCount(t, "TLS", "success"); got < 1 {
+		t.Errorf("kmigrate_client_auth_total{mechanism=TLS,result=success} = %v, want ≥ 1", got)
+	}
+
+	before := ap.produces.Load()
+	intruder := newTestCA(t, "another-ca").issue(t, "intruder", false)
+	for name, opt := range map[string]kgo.Opt{
+		"no client certificate": clientTLS(),
+		// GetClientCertificate sends it anyway: Go's client would skip a
+		// certificate the server's list of authorities does not name.
+		"a certificate of another authority": kgo.DialTLSConfig(&tls.Config{RootCAs: ca.pool,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &intruder, nil }}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			failures := ap.authCount(t, "TLS", "failure")
+			if err := produceErr(t, ap.Addr(), "mtls", opt); err == nil {
+				t.Fatal("produced without a valid client certificate")
+			}
+			if got := ap.authCount(t, "TLS", "failure"); got <= failures {
+				t.Errorf("kmigrate_client_auth_total{mechanism=TLS,result=failure} stayed %v", got)
+			}
+		})
+	}
+	if got := ap.produces.Load(); got != before {
+		t.Fatalf("the upstream received %d Produce requests from clients without a valid certificate", got-before)
+	}
+}

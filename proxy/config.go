@@ -21,8 +21,13 @@ type Config struct {
 	Advertise string
 	// NodeID is the broker id the proxy presents itself as.
 	NodeID int32
-	// ClientTLS, when set, makes the client listener speak TLS.
+	// ClientTLS, when set, makes the client listener speak TLS. With
+	// ClientAuth tls.RequireAndVerifyClientCert it authenticates clients by
+	// certificate (mTLS).
 	ClientTLS *tls.Config
+	// ClientSASL, when set, makes every client authenticate with SASL
+	// before any other request is served (sasl.go).
+	ClientSASL *ClientSASL
 	// MaxFrameBytes bounds a single request or response frame; 0 means
 	// protocol.DefaultMaxFrameBytes (100 MiB, Kafka's socket.request.max.bytes).
 	MaxFrameBytes int32

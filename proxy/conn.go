@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -52,9 +53,20 @@ type clientConn struct {
 	// forwarded later from the writer, hence the lock.
 	upstreamsMu sync.Mutex
 	upstreams   map[brokerKey]*brokerConn
+	// identity, set under upstreamsMu once a pass-through client logged
+	// in, is how this client's upstream connections log in, per cluster
+	// (passthrough.go); nil: as the proxy.
+	identity map[*cluster]*Upstream
 
 	// software is the client library's name from ApiVersions (KIP-511).
 	software atomic.Pointer[string]
+
+	// auth is the SASL state of a client that must authenticate (nil:
+	// client SASL is off). Reader goroutine only.
+	auth *saslSession
+	// closeAfter, set by a handler on the reader goroutine, ends the
+	// connection once the answer of the request being handled is written.
+	closeAfter *closeAfterAnswer
 }
 
 // javaClient reports whether the client is Apache Kafka's Java client.
@@ -71,7 +83,7 @@ type brokerKey struct {
 
 func newClientConn(p *Proxy, conn net.Conn) *clientConn {
 	ctx, cancel := context.WithCancel(p.ctx)
-	return &clientConn{
+	c := &clientConn{
 		p:         p,
 		conn:      conn,
 		log:       p.log.With("client", conn.RemoteAddr().String()),
@@ -81,11 +93,22 @@ func newClientConn(p *Proxy, conn net.Conn) *clientConn {
 		budget:    semaphore.NewWeighted(p.budget.perConn),
 		upstreams: make(map[brokerKey]*brokerConn),
 	}
+	if p.cfg.ClientSASL != nil {
+		c.auth = &saslSession{}
+	}
+	return c
 }
 
 func (c *clientConn) serve() {
 	c.p.metrics.connections.Inc()
 	defer c.p.metrics.connections.Dec()
+	if tc, ok := c.conn.(*tls.Conn); ok {
+		if err := c.tlsHandshake(tc); err != nil {
+			c.closeWith(err)
+			c.cancel()
+			return
+		}
+	}
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
@@ -95,7 +118,15 @@ func (c *clientConn) serve() {
 	}()
 	err := c.readLoop()
 	close(c.queue)
-	if err != nil {
+	var answered *closeAfterAnswer
+	if errors.As(err, &answered) {
+		// The last answer tells the client why: let the writer send
+		// it before the connection closes.
+		<-writerDone
+		c.log.Debug("closing client connection after its answer", "reason", answered.reason)
+		c.cancel()
+		c.conn.Close()
+	} else if err != nil {
 		c.closeWith(err)
 	}
 	<-writerDone
@@ -125,10 +156,39 @@ func (c *clientConn) closeWith(err error) {
 	c.conn.Close()
 }
 
+// tlsHandshake completes the TLS handshake up front rather than on the first
+// read, so that a client refused for its certificate is counted and logged
+// as an authentication failure.
+func (c *clientConn) tlsHandshake(tc *tls.Conn) error {
+	mtls := c.p.cfg.ClientTLS.ClientAuth == tls.RequireAndVerifyClientCert
+	ctx, cancel := context.WithTimeout(c.ctx, tlsHandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		if mtls {
+			c.p.metrics.clientAuth("TLS", "failure")
+		}
+		return fmt.Errorf("client TLS handshake: %w", err)
+	}
+	if mtls {
+		c.p.metrics.clientAuth("TLS", "success")
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			c.log.Debug("client certificate verified", "subject", certs[0].Subject.String())
+		}
+	}
+	return nil
+}
+
+// tlsHandshakeTimeout bounds a client's TLS handshake.
+const tlsHandshakeTimeout = 10 * time.Second
+
 func (c *clientConn) readLoop() error {
 	br := bufio.NewReaderSize(c.conn, 64<<10)
 	for {
-		frame, err := protocol.ReadFrame(br, c.p.cfg.MaxFrameBytes)
+		maxFrame := c.p.cfg.MaxFrameBytes
+		if c.auth != nil && !c.auth.authenticated {
+			maxFrame = min(maxFrame, maxPreAuthFrame)
+		}
+		frame, err := protocol.ReadFrame(br, maxFrame)
 		if err != nil && c.p.draining.Load() {
 			return nil // shutting down: answer what was read, then close
 		}
@@ -146,6 +206,12 @@ func (c *clientConn) readLoop() error {
 		if !known {
 			return fmt.Errorf("unknown api key %d (v%d, correlation id %d)", req.APIKey, req.APIVersion, req.CorrelationID)
 		}
+		if c.auth != nil && !c.auth.authenticated && !allowedBeforeAuth(req.APIKey) {
+			// As Kafka's broker: close, and never forward anything of
+			// an unauthenticated client.
+			c.p.metrics.clientAuth(c.auth.mechanismLabel(), "failure")
+			return fmt.Errorf("%s v%d before SASL authentication completed: refused (is the client configured for SASL?)", kmsg.NameForKey(req.APIKey), req.APIVersion)
+		}
 		h := handlerFor(req.APIKey)
 		if h == nil || !c.p.versionAllowed(req.APIKey, req.APIVersion) && req.APIKey != apiVersionsKey {
 			return fmt.Errorf("%s v%d is not supported by the proxy (correlation id %d)", kmsg.NameForKey(req.APIKey), req.APIVersion, req.CorrelationID)
@@ -157,6 +223,7 @@ func (c *clientConn) readLoop() error {
 		pr.finish, err = h(c, &req)
 		if err != nil {
 			if !isUpstreamError(err) {
+				c.release(pr.reserved) // nothing will answer it
 				return fmt.Errorf("%s v%d: %w", kmsg.NameForKey(req.APIKey), req.APIVersion, err)
 			}
 			upstreamErr := err // answered in turn by the writer, see retriableResponse
@@ -172,6 +239,9 @@ func (c *clientConn) readLoop() error {
 		case <-c.ctx.Done():
 			c.release(pr.reserved)
 			return c.ctx.Err()
+		}
+		if c.closeAfter != nil {
+			return c.closeAfter
 		}
 	}
 }
@@ -236,7 +306,11 @@ func (c *clientConn) upstream(cl *cluster, id int32) (*brokerConn, error) {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, dialTimeout+authTimeout)
 	defer cancel()
-	bc, err := dialBroker(ctx, &cl.up, addr, c.p.cfg.MaxInFlight, c.p.cfg.MaxFrameBytes)
+	up := &cl.up
+	if id := c.identity[cl]; id != nil {
+		up = id
+	}
+	bc, err := dialBroker(ctx, up, addr, c.p.cfg.MaxInFlight, c.p.cfg.MaxFrameBytes)
 	if err != nil {
 		return nil, err
 	}

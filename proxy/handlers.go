@@ -121,6 +121,10 @@ func (p *Proxy) apiVersions() map[int16][2]int16 {
 				m[key] = [2]int16{0, min16(4, kmsg.NewPtrApiVersionsRequest().MaxVersion())}
 				continue
 			}
+			if v, ok := saslVersions[key]; ok && p.cfg.ClientSASL != nil {
+				m[key] = v // the proxy authenticates clients itself
+				continue
+			}
 			umin, umax, ok := p.source.supports(key)
 			if !ok {
 				continue

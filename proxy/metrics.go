@@ -22,6 +22,7 @@ type Metrics struct {
 	bufferedBytes prometheus.Gauge
 	refusedConns  prometheus.Counter
 	reauth        *prometheus.CounterVec
+	clientAuths   *prometheus.CounterVec
 }
 
 // NewMetrics registers the proxy's series with reg (nil: a private registry).
@@ -59,8 +60,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kmigrate_upstream_reauth_total",
 			Help: "Upstream connections replaced by a newly authenticated one because the broker's SASL session (connections.max.reauth.ms, token expiry) was about to end.",
 		}, []string{"cluster"}),
+		clientAuths: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmigrate_client_auth_total",
+			Help: "Client authentications at the proxy by mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, TLS for client certificates; none: a request before any SaslHandshake; unsupported: a mechanism not offered) and result (success, failure).",
+		}, []string{"mechanism", "result"}),
 	}
-	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency, m.produceHold, m.bufferedBytes, m.refusedConns, m.reauth)
+	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency, m.produceHold, m.bufferedBytes, m.refusedConns, m.reauth, m.clientAuths)
 	for key := range m.byKey {
 		if name := kmsg.NameForKey(int16(key)); name != "Unknown" {
 			m.byKey[key] = m.latency.WithLabelValues(name, "source")
@@ -81,4 +86,10 @@ func (m *Metrics) observe(key int16, d time.Duration) {
 // session ended.
 func (m *Metrics) upstreamRenewed(cluster string) {
 	m.reauth.WithLabelValues(cluster).Inc()
+}
+
+// clientAuth counts one client authentication. mechanism is one of the
+// proxy's own names, never a client's string, to bound the series.
+func (m *Metrics) clientAuth(mechanism, result string) {
+	m.clientAuths.WithLabelValues(mechanism, result).Inc()
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kmigrate/kmigrate/protocol"
+	"github.com/xdg-go/scram"
 )
 
 // Proxy is one running proxy instance.
@@ -40,6 +41,8 @@ type Proxy struct {
 	closeOnce sync.Once
 
 	versionTable apiVersionTable
+	// scramServers check clients' SCRAM exchanges, by mechanism.
+	scramServers map[string]*scram.Server
 
 	budget *memoryBudget // memory.go
 	// perIP counts open client connections per remote IP, under connsMu,
@@ -82,6 +85,15 @@ func Start(ctx context.Context, cfg Config) (*Proxy, error) {
 	}
 	if p.metrics = cfg.Metrics; p.metrics == nil {
 		p.metrics = NewMetrics(nil)
+	}
+	if cfg.ClientSASL != nil {
+		var err error
+		if p.scramServers, err = cfg.ClientSASL.servers(); err != nil {
+			return nil, err
+		}
+		if err := p.checkPassThrough(); err != nil {
+			return nil, err
+		}
 	}
 	// Responses from upstream may be as large as what clients may send
 	// plus fetch overhead; the client's own fetch.max.bytes bounds them.

@@ -23,6 +23,7 @@ Usage:
   kmigrate preflight        check both clusters before mirroring: login, API versions, the
                             proxy principal's ACLs, topic mismatches; exit 1 on a failure
   kmigrate version          print the version, VCS revision and Go version
+  kmigrate scram-credential SCRAM hashes of a password (stdin) for --client-sasl-credentials
 
 Run "kmigrate <command> -h" for the flags of a command.
 `
@@ -56,6 +57,8 @@ func main() {
 		err = runVerify(os.Args[2:], os.Stdout)
 	case "preflight":
 		err = runPreflight(os.Args[2:], os.Stdout)
+	case "scram-credential":
+		err = runSCRAMCredential(os.Args[2:], os.Stdin, os.Stdout)
 	case "version", "--version":
 		fmt.Println(versionLine())
 	case "-h", "--help", "help":

@@ -303,6 +303,12 @@ type proxyOptions struct {
 	adminToken    string
 	configFile    string
 	printConfig   bool
+
+	// Client authentication (clientauth.go).
+	clientTLSCA           string
+	clientSASLMechanisms  string
+	clientSASLCredentials string
+	clientSASLPassThrough bool
 }
 
 func newProxyFlags() (*flag.FlagSet, *proxyOptions) {
@@ -316,6 +322,10 @@ func newProxyFlags() (*flag.FlagSet, *proxyOptions) {
 	fs.IntVar(&o.nodeID, "node-id", 0, "broker id the proxy presents to clients")
 	fs.StringVar(&o.clientTLSCert, "client-tls-cert", "", "PEM certificate: serve clients over TLS")
 	fs.StringVar(&o.clientTLSKey, "client-tls-key", "", "PEM key for --client-tls-cert")
+	fs.StringVar(&o.clientTLSCA, "client-tls-ca", "", "PEM CA bundle: clients must present a certificate it signed (mTLS; needs --client-tls-cert)")
+	fs.StringVar(&o.clientSASLMechanisms, "client-sasl-mechanisms", "", "comma-separated SASL mechanisms clients must authenticate with: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (needs --client-sasl-credentials); empty: clients do not authenticate")
+	fs.StringVar(&o.clientSASLCredentials, "client-sasl-credentials", "", "YAML file of the users clients authenticate as: passwords or SCRAM hashes (kmigrate scram-credential)")
+	fs.BoolVar(&o.clientSASLPassThrough, "client-sasl-passthrough", false, "PLAIN clients are checked by the source cluster and reach both clusters as themselves (their user and password, with the --source-/--target-sasl-mechanism); needs PLAIN in --client-sasl-mechanisms")
 	fs.IntVar(&o.maxFrame, "max-frame-bytes", 100<<20, "largest request or response frame accepted")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", proxy.DefaultMaxInFlight, "outstanding requests per client connection before the proxy stops reading")
 	fs.Int64Var(&o.maxBuffer, "max-buffer-bytes", proxy.DefaultMaxBufferBytes, "bytes all client requests in flight and their unwritten answers may hold; past it the proxy stops reading from clients")
@@ -391,12 +401,8 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		MaxConnectionsPerIP: o.maxConnsPerIP,
 		Logger:              log,
 	}
-	if o.clientTLSCert != "" || o.clientTLSKey != "" {
-		cert, err := tls.LoadX509KeyPair(o.clientTLSCert, o.clientTLSKey)
-		if err != nil {
-			return fmt.Errorf("--client-tls-cert/--client-tls-key: %w", err)
-		}
-		cfg.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if cfg.ClientTLS, cfg.ClientSASL, err = o.clientAuth(log); err != nil {
+		return err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
