@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmigrate/kmigrate/internal/kafkatest"
 	"github.com/kmigrate/kmigrate/internal/proxytest"
@@ -175,4 +179,88 @@ func TestTopicCutoverJavaProducer(t *testing.T) {
 	if lost != 0 || dup != 0 || afterCommit != 0 || reordered != 0 || wrongOffset != 0 {
 		t.Fatalf("lost %d, duplicated %d, delivered again after a commit %d, reordered %d, wrong offsets %d: want 0\n%s", lost, dup, afterCommit, reordered, wrongOffset, stderr.String())
 	}
+	checkDeleteRecordsAfterFlip(t, ctx, proxy.Addr, src.Bootstrap(), dst.Bootstrap(), topic)
+}
+
+// checkDeleteRecordsAfterFlip runs Kafka's kafka-delete-records tool
+// through the proxy on partition 0 of a flipped topic, ten records before
+// its end: the tool is told the virtual log start it asked for, the proxy's
+// earliest offset and first record are there, the target's log start moved,
+// and the source's copy is left alone.
+func checkDeleteRecordsAfterFlip(t *testing.T, ctx context.Context, proxyAddr, srcAddr, dstAddr, topic string) {
+	t.Helper()
+	viaProxy, err := kgo.NewClient(kgo.SeedBrokers(proxyAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer viaProxy.Close()
+	adm := kadm.NewClient(viaProxy)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatalf("end offsets through the proxy: %v", err)
+	}
+	end, _ := ends.Lookup(topic, 0)
+	deleteBefore := end.Offset - 10
+	spec := filepath.Join(t.TempDir(), "delete.json")
+	js := fmt.Sprintf(`{"version":1,"partitions":[{"topic":%q,"partition":0,"offset":%d}]}`, topic, deleteBefore)
+	if err := os.WriteFile(spec, []byte(js), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srcStartBefore := startOffset(t, ctx, srcAddr, topic)
+	out, errOut, err := kafkatest.Tool(ctx, kafkatest.MainDeleteRecords, "--bootstrap-server", proxyAddr, "--offset-json-file", spec)
+	if err != nil {
+		t.Fatalf("kafka-delete-records through the proxy: %v\n%s\n%s", err, out, errOut)
+	}
+	if want := fmt.Sprintf("low_watermark: %d", deleteBefore); !strings.Contains(out, want) {
+		t.Fatalf("kafka-delete-records: want %q in its output, got:\n%s", want, out)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		t.Fatalf("start offsets through the proxy: %v", err)
+	}
+	if got, _ := starts.Lookup(topic, 0); got.Offset != deleteBefore {
+		t.Fatalf("earliest offset through the proxy after deleting before %d: %d", deleteBefore, got.Offset)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(proxyAddr),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	fs := cl.PollFetches(ctx)
+	if err := fs.Err(); err != nil {
+		t.Fatalf("read partition 0 from its start through the proxy: %v", err)
+	}
+	recs := fs.Records()
+	if len(recs) == 0 || recs[0].Offset != deleteBefore {
+		t.Fatalf("first record through the proxy after the deletion: %d records, first at %v; want %d", len(recs), firstOffset(recs), deleteBefore)
+	}
+	dstStart, srcStart := startOffset(t, ctx, dstAddr, topic), startOffset(t, ctx, srcAddr, topic)
+	if dstStart <= 0 || srcStart != srcStartBefore {
+		t.Fatalf("log starts after the deletion: target %d (want > 0), source %d (want unchanged %d)", dstStart, srcStart, srcStartBefore)
+	}
+	t.Logf("kafka-delete-records through the proxy before virtual offset %d: target log start %d, source untouched (%d), first record read at %d", deleteBefore, dstStart, srcStart, recs[0].Offset)
+}
+
+// startOffset is partition 0's log start offset, asked of a broker directly.
+func startOffset(t *testing.T, ctx context.Context, addr, topic string) int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	starts, err := kadm.NewClient(cl).ListStartOffsets(ctx, topic)
+	if err != nil {
+		t.Fatalf("start offsets at %s: %v", addr, err)
+	}
+	o, _ := starts.Lookup(topic, 0)
+	return o.Offset
+}
+
+func firstOffset(recs []*kgo.Record) any {
+	if len(recs) == 0 {
+		return "none"
+	}
+	return recs[0].Offset
 }
