@@ -179,7 +179,49 @@ func TestTopicCutoverJavaProducer(t *testing.T) {
 	if lost != 0 || dup != 0 || afterCommit != 0 || reordered != 0 || wrongOffset != 0 {
 		t.Fatalf("lost %d, duplicated %d, delivered again after a commit %d, reordered %d, wrong offsets %d: want 0\n%s", lost, dup, afterCommit, reordered, wrongOffset, stderr.String())
 	}
+	checkDescribeProducersAfterFlip(t, ctx, proxy.Addr, dst.Bootstrap(), topic)
 	checkDeleteRecordsAfterFlip(t, ctx, proxy.Addr, src.Bootstrap(), dst.Bootstrap(), topic)
+}
+
+// checkDescribeProducersAfterFlip runs kafka-transactions describe-producers
+// through the proxy on partition 0 of a flipped topic: it must list the
+// producers the target knows (the ids the proxy got there), not the
+// source's.
+func checkDescribeProducersAfterFlip(t *testing.T, ctx context.Context, proxyAddr, dstAddr, topic string) {
+	t.Helper()
+	out, errOut, err := kafkatest.Tool(ctx, kafkatest.MainTransactions, "--bootstrap-server", proxyAddr,
+		"describe-producers", "--topic", topic, "--partition", "0")
+	if err != nil {
+		t.Fatalf("kafka-transactions describe-producers through the proxy: %v\n%s\n%s", err, out, errOut)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(dstAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	described, err := kadm.NewClient(cl).DescribeProducers(ctx, kadm.TopicsSet{topic: {0: {}}})
+	if err != nil {
+		t.Fatalf("describe producers on the target: %v", err)
+	}
+	var ids []string
+	for _, p := range described.SortedProducers() {
+		ids = append(ids, strconv.FormatInt(p.ProducerID, 10))
+	}
+	if len(ids) == 0 {
+		t.Fatalf("the target knows no producer of %s/0 after the flip", topic)
+	}
+	var listed []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		if f := strings.Fields(line); len(f) > 0 {
+			listed = append(listed, f[0])
+		}
+	}
+	sort.Strings(listed)
+	sort.Strings(ids)
+	if strings.Join(listed, ",") != strings.Join(ids, ",") {
+		t.Fatalf("describe-producers through the proxy lists %v, the target's producers are %v\n%s", listed, ids, out)
+	}
+	t.Logf("describe-producers through the proxy: the target's producers %v", listed)
 }
 
 // checkDeleteRecordsAfterFlip runs Kafka's kafka-delete-records tool

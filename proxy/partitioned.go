@@ -173,6 +173,10 @@ var handleDescribeProducers = partitioned[kmsg.DescribeProducersRequest, *kmsg.D
 		},
 	},
 	throttle: func(r *kmsg.DescribeProducersResponse) *int32 { return &r.ThrottleMillis },
+	// A flipped topic's producers write the target: it knows them (under
+	// the producer ids the proxy got there).
+	toTarget:   func(*clientConn, []kmsg.DescribeProducersRequestTopic) {},
+	fromTarget: (*clientConn).describeProducersToVirtual,
 }.handle
 
 // handleOffsetForLeaderEpoch answers partitions of flipped topics itself:

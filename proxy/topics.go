@@ -436,6 +436,23 @@ func (c *clientConn) deleteRecordsToVirtual(resp *kmsg.DeleteRecordsResponse) {
 	}
 }
 
+// describeProducersToVirtual translates the first offsets of the target's
+// open transactions.
+func (c *clientConn) describeProducersToVirtual(resp *kmsg.DescribeProducersResponse) {
+	for i := range resp.Topics {
+		t := &resp.Topics[i]
+		for j := range t.Partitions {
+			pt := &t.Partitions[j]
+			for k := range pt.ActiveProducers {
+				ap := &pt.ActiveProducers[k]
+				if ap.CurrentTxnStartOffset >= 0 {
+					ap.CurrentTxnStartOffset = virtualPosition(c.mapOf(t.Topic, pt.Partition), ap.CurrentTxnStartOffset)
+				}
+			}
+		}
+	}
+}
+
 func (c *clientConn) listOffsetsToVirtual(resp *kmsg.ListOffsetsResponse) {
 	for i := range resp.Topics {
 		t := &resp.Topics[i]
