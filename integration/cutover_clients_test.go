@@ -52,7 +52,15 @@ const cutoverPartitions = 6
 // the Java client refuses commits until the rebalance completes (it reports
 // them as failed): deliveries go on, and the first commit on the new
 // cluster covers them.
-func TestGroupCutoverJava(t *testing.T) {
+func TestGroupCutoverJava(t *testing.T) { testGroupCutoverJava(t, false) }
+
+// TestGroupCutoverJavaStatic is the same with static members
+// (group.instance.id, KIP-345): the Java client does not leave the group
+// when a static member goes, and a static member's rejoin replaces the old
+// member id on its coordinator.
+func TestGroupCutoverJavaStatic(t *testing.T) { testGroupCutoverJava(t, true) }
+
+func testGroupCutoverJava(t *testing.T, static bool) {
 	if _, err := exec.LookPath("java"); err != nil {
 		t.Fatalf("java is required for the Java client's cutover test (JDK 17+ on PATH): %v", err)
 	}
@@ -62,12 +70,15 @@ func TestGroupCutoverJava(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		cmd, err := kafkatest.ToolCmd(rig.consumerCtx, kafkatest.MainVerifiableCons,
-			"--bootstrap-server", rig.proxy.Addr, "--topic", rig.topic, "--group-id", rig.group,
+		args := []string{"--bootstrap-server", rig.proxy.Addr, "--topic", rig.topic, "--group-id", rig.group,
 			"--group-protocol", "classic",
 			"--assignment-strategy", "org.apache.kafka.clients.consumer.CooperativeStickyAssignor",
 			"--session-timeout", "10000", "--reset-policy", "earliest",
-			"--consumer.config", cfg)
+			"--consumer.config", cfg}
+		if static {
+			args = append(args, "--group-instance-id", fmt.Sprintf("java-static-%d", i+1))
+		}
+		cmd, err := kafkatest.ToolCmd(rig.consumerCtx, kafkatest.MainVerifiableCons, args...)
 		if err != nil {
 			t.Fatalf("VerifiableConsumer: %v", err)
 		}

@@ -43,8 +43,19 @@ type consumed struct {
 // before allowing a rebalance, and counts any redelivery beyond the last
 // commit separately from redelivery after a commit, which must be 0.
 func TestGroupCutoverFranzGo(t *testing.T) {
+	testGroupCutoverFranzGo(t, "cutover-live", "cutover-franz")
+}
+
+// TestGroupCutoverFranzGoStatic is the same with a static member
+// (group.instance.id, KIP-345): the source coordinator keeps a static
+// member's id across rejoins, so the flips must not leave the old
+// coordinator fencing the instance when the group comes back.
+func TestGroupCutoverFranzGoStatic(t *testing.T) {
+	testGroupCutoverFranzGo(t, uniqueName(t, "topic"), uniqueName(t, "group"), kgo.InstanceID("static-member-1"))
+}
+
+func testGroupCutoverFranzGo(t *testing.T, topic, group string, memberOpts ...kgo.Opt) {
 	src, dst := cluster(t), target.Get(t)
-	topic, group := "cutover-live", "cutover-franz"
 	createTopicOn(t, src.Bootstrap(), topic, 3)
 	proxy := proxytest.Start(t, "--log-level", "debug", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(),
 		"--topics", topic, "--data-dir", t.TempDir())
@@ -81,9 +92,9 @@ func TestGroupCutoverFranzGo(t *testing.T) {
 	}()
 
 	// Consumer group through the proxy.
-	consCl, err := kgo.NewClient(kgo.SeedBrokers(proxy.Addr), kgo.ConsumeTopics(topic), kgo.ConsumerGroup(group),
+	consCl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(proxy.Addr), kgo.ConsumeTopics(topic), kgo.ConsumerGroup(group),
 		kgo.Balancers(kgo.RangeBalancer()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.HeartbeatInterval(500*time.Millisecond), kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll())
+		kgo.HeartbeatInterval(500 * time.Millisecond), kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll()}, memberOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
