@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,6 +30,18 @@ func runPreflight(args []string, out io.Writer) error {
 	groups := fs.String("groups", "", "comma-separated consumer groups to be moved (default: the groups the source lists)")
 	txnIDs := fs.String("transactional-ids", "", "comma-separated transactional ids of producers that will run behind the proxy")
 	format := fs.String("format", "text", "text (a table) or json")
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprint(w, "Usage: kmigrate preflight [--config FILE.yaml] [flags]\n\n"+
+			"Checks both clusters with the proxy's own settings (the same --config file, flags and\n"+
+			"KMIGRATE_* variables as kmigrate proxy; other proxy flags are accepted and ignored).\n"+
+			"Exits 1 when something blocks the migration. The flags that matter here:\n\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			if preflightFlag(f.Name) {
+				fmt.Fprintf(w, "  --%s\n    \t%s\n", f.Name, f.Usage)
+			}
+		})
+	}
 	if _, _, err := loadConfig(fs, args, os.LookupEnv, os.Environ()); err != nil {
 		return err
 	}
@@ -88,6 +101,16 @@ func runPreflight(args []string, out io.Writer) error {
 		return errNotReady
 	}
 	return nil
+}
+
+// preflightFlag reports whether a proxy flag changes what preflight checks.
+func preflightFlag(name string) bool {
+	for _, prefix := range []string{"source-", "target-", "topics", "exclude-topics", "config", "groups", "transactional-ids", "format"} {
+		if strings.HasPrefix(name, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // describeAuth says how the proxy authenticates to a cluster, for reports;
