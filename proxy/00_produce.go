@@ -96,17 +96,21 @@ func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	if c.p.cfg.SyncProduce {
 		return c.syncProduce(req, calls, keys, refused), nil
 	}
+	feed := c.p.cfg.Feed != nil
 	return func(ctx context.Context) ([]byte, error) {
 		if len(calls) == 1 && keys[0].cluster == c.p.source && len(refused) == 0 {
 			body, err := calls[0].wait(ctx)
-			if err != nil || r.APIVersion < 10 {
+			if err != nil || r.APIVersion < 10 && !feed {
 				return body, err // no leader hints before KIP-951
 			}
 			resp, err := decodeResponse[kmsg.ProduceResponse](body, r.APIVersion)
 			if err != nil {
 				return nil, err
 			}
-			if !c.p.rewriteProduceHints(resp) {
+			if feed {
+				c.feedMirror(req, resp)
+			}
+			if r.APIVersion < 10 || !c.p.rewriteProduceHints(resp) {
 				return body, nil
 			}
 			return resp.AppendTo(nil), nil
@@ -115,8 +119,36 @@ func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		if err != nil {
 			return nil, err
 		}
+		if feed {
+			c.feedMirror(req, merged)
+		}
 		return merged.AppendTo(nil), nil
 	}, nil
+}
+
+// feedMirror hands the mirror the batches the source acknowledged (the
+// dual-write path). Partitions of topics whose producers moved were written
+// to the target, and are not the mirror's.
+func (c *clientConn) feedMirror(req *kmsg.ProduceRequest, resp *kmsg.ProduceResponse) {
+	records := make(map[string][]byte)
+	for _, t := range req.Topics {
+		for _, p := range t.Partitions {
+			records[partitionKey(t.Topic, p.Partition)] = p.Records
+		}
+	}
+	for _, t := range resp.Topics {
+		if t.Topic == "" || c.p.servedByTarget(t.Topic) {
+			continue // versions naming topics by id are not served with a target
+		}
+		for _, p := range t.Partitions {
+			if p.ErrorCode != 0 || p.BaseOffset < 0 {
+				continue
+			}
+			if recs := records[partitionKey(t.Topic, p.Partition)]; len(recs) > 0 {
+				c.p.cfg.Feed.Feed(t.Topic, p.Partition, p.BaseOffset, p.LogAppendTime, recs)
+			}
+		}
+	}
 }
 
 // sendProduce writes a produce upstream: whole to one source broker, or one

@@ -65,6 +65,10 @@ type Config struct {
 	// the partition is answered REQUEST_TIMED_OUT, which clients retry.
 	SyncProduce bool
 	Mirror      MirrorWaiter
+	// Feed, when set, gets every batch the source acknowledged through
+	// this proxy, with its offset, for the mirror to copy without waiting
+	// for its fetch (the dual-write path, replicate/feed.go).
+	Feed MirrorFeeder
 	// Metrics receives the proxy's Prometheus series; nil means a private
 	// registry nobody scrapes.
 	Metrics *Metrics
@@ -93,6 +97,13 @@ type Routing interface {
 // OffsetMaps reads offset maps.
 type OffsetMaps interface {
 	OffsetMap(topic string, partition int32) offsetsync.OffsetMap
+}
+
+// MirrorFeeder takes records the source just acknowledged at baseOffset
+// (logAppendTime from the Produce answer, -1 for CreateTime). It must not
+// block and may ignore them.
+type MirrorFeeder interface {
+	Feed(topic string, partition int32, baseOffset, logAppendTime int64, records []byte)
 }
 
 // MirrorWaiter reports when a source offset has reached the target.

@@ -20,12 +20,16 @@ var (
 		"Key, value and header bytes copied to the target.", []string{"topic", "partition"}, nil)
 	descSegments = prometheus.NewDesc("kmigrate_mirror_map_segments",
 		"Segments in the partition's offset map.", []string{"topic", "partition"}, nil)
+	descFedRecords = prometheus.NewDesc("kmigrate_mirror_fed_records_total",
+		"Records copied from the proxy's Produce path (dual-write) rather than fetched from the source.", nil, nil)
+	descFedDropped = prometheus.NewDesc("kmigrate_mirror_fed_dropped_total",
+		"Fed batches left to the source fetch: not contiguous with the mirror, transactional, or the queue full.", nil, nil)
 )
 
 // Describe implements prometheus.Collector: the mirror reports from its own
 // state at scrape time, so copying a record updates no metric.
 func (m *Mirror) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLagRecords, descLagSeconds, descRecords, descBytes, descSegments} {
+	for _, d := range []*prometheus.Desc{descLagRecords, descLagSeconds, descRecords, descBytes, descSegments, descFedRecords, descFedDropped} {
 		ch <- d
 	}
 }
@@ -35,6 +39,8 @@ func (m *Mirror) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descFedRecords, prometheus.CounterValue, float64(m.fedRecords))
+	ch <- prometheus.MustNewConstMetric(descFedDropped, prometheus.CounterValue, float64(m.fedDropped))
 	for tp, st := range m.parts {
 		labels := []string{tp.Topic, strconv.Itoa(int(tp.Partition))}
 		lag := st.lag()

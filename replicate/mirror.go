@@ -113,6 +113,14 @@ type Mirror struct {
 	fatal   error                  // first produce failure; Run returns it
 	nudge   chan struct{}          // asks Run to discover topics now
 
+	// The dual-write path (feed.go), under mu but fedSignal.
+	fed          []fedBatches
+	fedBytes     int
+	fedSignal    chan struct{} // wakes Run's poll when something is fed
+	fedRecords   int64         // copied from the produce path
+	fedDropped   int64         // fed batches left to the fetch
+	decompressor kgo.Decompressor
+
 	// With Config.Owns: every selected partition at the last discovery,
 	// and the partitions released with records maybe still in flight.
 	known []Partition
@@ -187,6 +195,9 @@ func New(cfg Config) (*Mirror, error) {
 		gone:      make(map[Partition]*partState),
 		waiters:   make(map[Partition][]waiter),
 		nudge:     make(chan struct{}, 1),
+
+		fedSignal:    make(chan struct{}, 1),
+		decompressor: kgo.DefaultDecompressor(),
 	}
 	m.dstOpts = append(append([]kgo.Opt{}, cfg.Target...),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
@@ -223,7 +234,18 @@ func (m *Mirror) Run(ctx context.Context) error {
 	nextDiscovery := time.Now().Add(m.cfg.Recheck)
 	for {
 		pollCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		// A fed batch ends the wait: it is copied without waiting for the
+		// fetch (which returns what it buffered on the next poll).
+		polled := make(chan struct{})
+		go func() {
+			select {
+			case <-m.fedSignal:
+				cancel()
+			case <-polled:
+			}
+		}()
 		fetches := m.src.PollRecords(pollCtx, 5000)
+		close(polled)
 		cancel()
 		if ctx.Err() != nil {
 			return m.stop(ctx.Err())
@@ -233,6 +255,12 @@ func (m *Mirror) Run(ctx context.Context) error {
 				m.log.Warn("source fetch error", "topic", fe.Topic, "partition", fe.Partition, "err", fe.Err)
 			}
 		}
+		// Fed batches first: the fetch has usually brought the same
+		// records, and skips them once they are copied. Then again after
+		// the fetch, for batches that continue what it brought.
+		if err := m.drainFeeds(ctx); err != nil {
+			return m.stop(err)
+		}
 		var copyErr error
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if copyErr == nil {
@@ -241,6 +269,9 @@ func (m *Mirror) Run(ctx context.Context) error {
 		})
 		if copyErr != nil {
 			return m.stop(copyErr)
+		}
+		if err := m.drainFeeds(ctx); err != nil {
+			return m.stop(err)
 		}
 		if err := m.flushMaps(ctx); err != nil {
 			return m.stop(err)
@@ -314,8 +345,20 @@ func (m *Mirror) copyPartition(ctx context.Context, fp kgo.FetchTopicPartition) 
 		m.release(ctx, tp, "its producers moved to the target")
 		return nil
 	}
-	for _, r := range fp.Records {
+	return m.copyRecords(ctx, tp, st, fp.Records, func(i int) uint8 { return fp.Records[i].Attrs.CompressionType() })
+}
+
+// copyRecords copies records of one partition in offset order; codec gives
+// the compression codec of records[i], which the target batch keeps.
+// Records the mirror has already seen (fed from the produce path, see
+// feed.go) are skipped.
+func (m *Mirror) copyRecords(ctx context.Context, tp Partition, st *partState, records []*kgo.Record, codecOf func(i int) uint8) error {
+	for i, r := range records {
 		m.mu.Lock()
+		if r.Offset < st.seen {
+			m.mu.Unlock()
+			continue // copied already, from the produce path
+		}
 		st.seen = r.Offset + 1
 		if r.Attrs.IsControl() {
 			m.mu.Unlock()
@@ -346,7 +389,7 @@ func (m *Mirror) copyPartition(ctx context.Context, fp kgo.FetchTopicPartition) 
 			m.mu.Lock()
 		}
 		st.lastSent = r.Offset
-		codec := r.Attrs.CompressionType()
+		codec := codecOf(i)
 		mustDrain := codec != st.codec && st.unacked > 0
 		st.codec = codec
 		st.unacked++

@@ -154,12 +154,14 @@ type mirrorFlags struct {
 	excludeTopics string
 	start         string
 	dataDir       string
+	feed          bool
 }
 
 func (f *mirrorFlags) register(fs *flag.FlagSet) {
 	f.target.register(fs, "target-", "target")
 	fs.StringVar(&f.topics, "topics", ".*", "regular expression of the topics to mirror (anchored)")
 	fs.StringVar(&f.excludeTopics, "exclude-topics", "", "regular expression of topics not to mirror (anchored)")
+	fs.BoolVar(&f.feed, "mirror-feed", true, "dual-write: batches produced through this proxy go to the mirror at once, with the offsets the source gave them, instead of waiting for the mirror's fetch (which still copies anything not fed)")
 	fs.StringVar(&f.start, "mirror-start", "earliest", "where partitions new to the mirror start: earliest, latest or an RFC 3339 time")
 	fs.StringVar(&f.dataDir, "data-dir", "kmigrate-data", "directory of this node's control-plane state: raft log and snapshots (offset maps, routes, membership), node id")
 }
@@ -205,6 +207,14 @@ type currentMirror struct {
 	// maps, when set, answers for partitions another node writes: their
 	// mirror progress is in the replicated map.
 	maps *raftmaps.Maps
+}
+
+// Feed passes records from the produce path to the running mirror, if any;
+// a mirror being replaced misses them and fetches them instead.
+func (c *currentMirror) Feed(topic string, partition int32, baseOffset, logAppendTime int64, records []byte) {
+	if m := c.m.Load(); m != nil {
+		m.Feed(topic, partition, baseOffset, logAppendTime, records)
+	}
 }
 
 func (c *currentMirror) WaitMirrored(ctx context.Context, topic string, partition int32, offset int64) error {
@@ -473,6 +483,9 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		current.maps = cp.maps
 		routes = groupRoutes{store: cp.store.Forwarding()}
 		cfg.Target, cfg.Routing, cfg.Maps, cfg.Covered = &targetUp, routes, mapReader{cp.maps}, current.Covered
+		if o.mirror.feed {
+			cfg.Feed = current
+		}
 	}
 
 	p, err := proxy.Start(ctx, cfg)
