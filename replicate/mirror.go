@@ -121,6 +121,10 @@ type Mirror struct {
 	fedDropped   int64         // fed batches left to the fetch
 	decompressor kgo.Decompressor
 
+	// flushDone is the flush in flight (flushAsync), owned by Run's
+	// goroutine; nil when none.
+	flushDone chan flushResult
+
 	// With Config.Owns: every selected partition at the last discovery,
 	// and the partitions released with records maybe still in flight.
 	known []Partition
@@ -273,7 +277,7 @@ func (m *Mirror) Run(ctx context.Context) error {
 		if err := m.drainFeeds(ctx); err != nil {
 			return m.stop(err)
 		}
-		if err := m.flushMaps(ctx); err != nil {
+		if err := m.flushAsync(ctx); err != nil {
 			return m.stop(err)
 		}
 		if err := m.fatalErr(); err != nil {
@@ -305,7 +309,10 @@ func (m *Mirror) stop(cause error) error {
 		p.Flush(ctx)
 	}
 	m.producersMu.Unlock()
-	if err := m.flushMaps(ctx); err != nil {
+	if err := m.waitFlush(ctx); err != nil {
+		return errors.Join(cause, err)
+	}
+	if err := m.afterFlush(ctx, m.flushMaps(ctx)); err != nil {
 		return errors.Join(cause, err)
 	}
 	if errors.Is(cause, context.Canceled) {
@@ -587,8 +594,73 @@ var codecs = map[uint8]kgo.CompressionCodec{
 	3: kgo.Lz4Compression(), 4: kgo.ZstdCompression(),
 }
 
+// flushAsync starts moving acknowledged mappings into the map store, unless
+// the previous flush still waits for its raft commit (the next one then
+// takes more at once). The copy loop never waits for a commit: an fsync
+// slowed by the brokers' writes on the same disk would stall the copy, and
+// produce-to-target lag with it. Nothing is lost by storing late: on a
+// restart the target's records beyond the stored map are the next ones the
+// mirror copied, in order, and are mapped again (resume).
+func (m *Mirror) flushAsync(ctx context.Context) error {
+	if m.flushDone != nil {
+		select {
+		case res := <-m.flushDone:
+			m.flushDone = nil
+			if err := m.afterFlush(ctx, res); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+	}
+	done := make(chan flushResult, 1)
+	m.flushDone = done
+	go func() {
+		// Not the loop's context: a flush that shutdown cancelled
+		// halfway would leave a hole in the map before the final one.
+		fctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+		defer cancel()
+		done <- m.flushMaps(fctx)
+	}()
+	return nil
+}
+
+// flushTimeout bounds one flush's raft commits.
+const flushTimeout = 30 * time.Second
+
+// waitFlush waits for the flush in flight, if any, and handles its result.
+// Called from the loop only, like flushAsync.
+func (m *Mirror) waitFlush(ctx context.Context) error {
+	if m.flushDone == nil {
+		return nil
+	}
+	var res flushResult
+	select {
+	case res = <-m.flushDone:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the offset map flush: %w", ctx.Err())
+	}
+	m.flushDone = nil
+	return m.afterFlush(ctx, res)
+}
+
+// flushResult is what one flush did: partitions another writer took, or
+// the first failure.
+type flushResult struct {
+	notOwned []Partition
+	err      error
+}
+
+// afterFlush releases the partitions a flush found taken by another writer.
+func (m *Mirror) afterFlush(ctx context.Context, res flushResult) error {
+	for _, tp := range res.notOwned {
+		m.release(ctx, tp, "another writer owns it now")
+	}
+	return res.err
+}
+
 // flushMaps moves acknowledged mappings into the map store.
-func (m *Mirror) flushMaps(ctx context.Context) error {
+func (m *Mirror) flushMaps(ctx context.Context) flushResult {
 	m.mu.Lock()
 	batch := make(map[Partition]offsetsync.OffsetMap)
 	for tp, st := range m.parts {
@@ -601,8 +673,8 @@ func (m *Mirror) flushMaps(ctx context.Context) error {
 	m.mu.Unlock()
 	// Partitions are appended concurrently: each append to the raft store
 	// waits for a commit, and raft batches concurrent proposals into one
-	// fsync, where one after the other the poll loop would wait for one
-	// fsync per partition.
+	// fsync, where one after the other they would wait for one fsync per
+	// partition.
 	errs := make(map[Partition]error, len(batch))
 	var errsMu sync.Mutex
 	var wg sync.WaitGroup
@@ -613,8 +685,10 @@ func (m *Mirror) flushMaps(ctx context.Context) error {
 			err := m.cfg.Maps.Append(ctx, tp, segs)
 			n := len(m.cfg.Maps.Map(tp))
 			m.mu.Lock()
-			m.parts[tp].segments = n
-			m.parts[tp].flushing = -1
+			if st := m.parts[tp]; st != nil {
+				st.segments = n
+				st.flushing = -1
+			}
 			m.mu.Unlock()
 			errsMu.Lock()
 			errs[tp] = err
@@ -622,16 +696,16 @@ func (m *Mirror) flushMaps(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	var res flushResult
 	for tp, err := range errs {
-		if errors.Is(err, ErrNotOwner) {
-			m.release(ctx, tp, err.Error())
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("record offset map of %s/%d: %w", tp.Topic, tp.Partition, err)
+		switch {
+		case errors.Is(err, ErrNotOwner):
+			res.notOwned = append(res.notOwned, tp)
+		case err != nil && res.err == nil:
+			res.err = fmt.Errorf("record offset map of %s/%d: %w", tp.Topic, tp.Partition, err)
 		}
 	}
-	return nil
+	return res
 }
 
 // checkOwnership releases the partitions this node may no longer write, and
@@ -668,6 +742,10 @@ func (m *Mirror) checkOwnership(ctx context.Context) {
 // records in the target and maps them (see resume). The partition is taken
 // again only through discovery, once its records in flight are settled.
 func (m *Mirror) release(ctx context.Context, tp Partition, why string) {
+	// The flush in flight may hold earlier segments of tp: they go first.
+	if err := m.waitFlush(ctx); err != nil {
+		m.log.Warn("offset map flush before a release failed; the next writer maps those records", "err", err)
+	}
 	m.mu.Lock()
 	st := m.parts[tp]
 	if st == nil {
