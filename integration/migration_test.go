@@ -382,6 +382,13 @@ func newSeqConsumer(t *testing.T, ctx context.Context, addr, topic, group string
 
 func (c *seqConsumer) count() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.got) }
 
+// snapshot is a copy of the deliveries so far.
+func (c *seqConsumer) snapshot() []consumed {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]consumed(nil), c.got...)
+}
+
 // stop ends consuming, commits, and returns the deliveries and how many
 // were below a commit.
 func (c *seqConsumer) stop() ([]consumed, int) {

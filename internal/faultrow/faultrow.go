@@ -37,16 +37,33 @@ type Recorder struct {
 	row Row
 }
 
-// New starts the row of case kase; it is logged in t's cleanup.
+var (
+	mu   sync.Mutex
+	open = map[testing.TB][]*Recorder{} // rows of running tests, in creation order
+)
+
+// New starts the row of case kase; it is logged in t's cleanup, after the
+// rows t started before it.
 func New(t testing.TB, kase string) *Recorder {
 	r := &Recorder{row: Row{Case: kase}}
-	t.Cleanup(func() {
-		r.mu.Lock()
-		row := r.row
-		r.mu.Unlock()
-		row.Failed = t.Failed()
-		t.Log(Line(row))
-	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(open[t]) == 0 {
+		t.Cleanup(func() {
+			mu.Lock()
+			rows := open[t]
+			delete(open, t)
+			mu.Unlock()
+			for _, r := range rows {
+				r.mu.Lock()
+				row := r.row
+				r.mu.Unlock()
+				row.Failed = t.Failed()
+				t.Log(Line(row))
+			}
+		})
+	}
+	open[t] = append(open[t], r)
 	return r
 }
 

@@ -28,3 +28,15 @@ func TestFormatDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestRowsInOrder(t *testing.T) {
+	// The rows are logged first then second (see -v); what this checks is
+	// that an ended test's rows are dropped.
+	t.Run("case", func(t *testing.T) {
+		New(t, "first").Outcome("a")
+		New(t, "second").Outcome("b")
+	})
+	if len(open) != 0 {
+		t.Fatalf("rows of ended tests kept: %v", open)
+	}
+}

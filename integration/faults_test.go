@@ -1,0 +1,300 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kmigrate/kmigrate/internal/faultrow"
+	"github.com/kmigrate/kmigrate/internal/kafkatest"
+	"github.com/kmigrate/kmigrate/internal/proxytest"
+)
+
+// The fault tests of this file (TestFault*, run by `make test-faults`) put
+// a toxiproxy link between the proxy and the target, kill nodes in the
+// middle of a group flip, and slow a client down. Each reports its row of
+// the fault table (internal/faultrow).
+
+// relayedTarget is a target broker that the proxy reaches only through a
+// toxiproxy link: the broker advertises the link's address on its Relayed
+// listener, so Metadata's broker addresses go through it too, while
+// Bootstrap() stays direct for the test's own checks.
+type relayedTarget struct {
+	*kafkatest.Cluster
+	Relay string // the proxy's --target-bootstrap
+	link  *toxiproxy.Proxy
+}
+
+func startRelayedTarget(t *testing.T, name string) *relayedTarget {
+	t.Helper()
+	relay := proxytest.FreeAddr(t)
+	dst := kafkatest.StartT(t, kafkatest.Options{Name: name, RelayedAddr: relay})
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	link := toxiproxy.NewProxy(srv, name, relay, dst.Addr(kafkatest.Relayed))
+	if err := link.Start(); err != nil {
+		t.Fatalf("toxiproxy %s → %s: %v", relay, dst.Addr(kafkatest.Relayed), err)
+	}
+	t.Cleanup(link.Stop)
+	return &relayedTarget{Cluster: dst, Relay: relay, link: link}
+}
+
+// addToxic adds a toxic to both directions of the link (name-up, name-down).
+func addToxic(t *testing.T, link *toxiproxy.Proxy, name, typ string, attrs string) {
+	t.Helper()
+	for _, stream := range []string{"upstream", "downstream"} {
+		js := fmt.Sprintf(`{"name":%q,"type":%q,"stream":%q,"toxicity":1,"attributes":%s}`, name+"-"+stream, typ, stream, attrs)
+		if _, err := link.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+			t.Fatalf("add toxic %s: %v", js, err)
+		}
+	}
+}
+
+func removeToxic(t *testing.T, link *toxiproxy.Proxy, name string) {
+	t.Helper()
+	for _, stream := range []string{"upstream", "downstream"} {
+		if err := link.Toxics.RemoveToxic(context.Background(), name+"-"+stream); err != nil {
+			t.Fatalf("remove toxic %s-%s: %v", name, stream, err)
+		}
+	}
+}
+
+func topicPrimary(admin, topic string) string {
+	var r struct{ Primary string }
+	if err := getAdminJSON(admin, "/v1/topics/"+topic, &r); err != nil {
+		return "unreachable: " + err.Error()
+	}
+	return r.Primary
+}
+
+func groupPhase(admin, group string) string {
+	var r struct{ Phase string }
+	if err := getAdminJSON(admin, "/v1/groups/"+group, &r); err != nil {
+		return "unreachable: " + err.Error()
+	}
+	return r.Phase
+}
+
+// settledFlip says how a flip command ended: completed ("target"), or
+// refused/reverted ("source"); anything else after the command returned is
+// a half-done flip and fails t.
+func settledFlip(t *testing.T, what string, err error, out, phase string) string {
+	t.Helper()
+	switch {
+	case err == nil && phase == "target":
+		return "completed"
+	case err != nil && phase == "source":
+		return "refused, reverted to the source"
+	default:
+		t.Fatalf("%s: command error %v, phase %q afterwards: a flip must end completed or reverted, never half\n%s", what, err, phase, out)
+		return ""
+	}
+}
+
+// deliveryCounts is what a fault case found at the consumers and in the
+// target log read directly.
+type deliveryCounts struct {
+	sent, deliveries                  int
+	lost, dup, reordered, afterCommit int
+	tlost, tdup, treordered, prodErrs int
+}
+
+func (c deliveryCounts) String() string {
+	return fmt.Sprintf("%d records; consumers: %d lost, %d duplicated, %d reordered, %d again after a commit; target log: %d lost, %d duplicated, %d reordered; %d produce errors",
+		c.sent, c.lost, c.dup, c.reordered, c.afterCommit, c.tlost, c.tdup, c.treordered, c.prodErrs)
+}
+
+func (c deliveryCounts) clean() bool {
+	return c.lost == 0 && c.dup == 0 && c.reordered == 0 && c.afterCommit == 0 && c.tlost == 0 && c.tdup == 0 && c.treordered == 0 && c.prodErrs == 0
+}
+
+// finishAndCount stops the producer, waits until the group consumed every
+// record and the target log holds them all (mirrored or produced there),
+// and counts lost, duplicated and reordered records at the consumer and in
+// the target log read directly. It fails t unless everything is 0.
+func finishAndCount(t *testing.T, ctx context.Context, prod *seqProducer, cons *seqConsumer, targetBoot, topic string) deliveryCounts {
+	t.Helper()
+	var c deliveryCounts
+	c.sent = prod.stop()
+	c.prodErrs = prod.errors()
+	waitFor(t, ctx, fmt.Sprintf("every one of %d records consumed", c.sent), func() bool { return cons.count() >= c.sent })
+	time.Sleep(time.Second) // anything delivered twice arrives now
+	got, afterCommit := cons.stop()
+	c.deliveries, c.afterCommit = len(got), afterCommit
+	c.lost, c.dup, c.reordered = countDeliveries(got, c.sent)
+	if c.dup != 0 {
+		logDuplicates(t, got)
+	}
+	waitFor(t, ctx, "the target to hold every record", func() bool { return targetTotal(ctx, targetBoot, topic) >= int64(c.sent) })
+	cl, err := kgo.NewClient(kgo.SeedBrokers(targetBoot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatalf("target end offsets of %s: %v", topic, err)
+	}
+	c.tlost, c.tdup, c.treordered = countDeliveries(readAll(t, ctx, targetBoot, topic, ends), c.sent)
+	t.Logf("%s", c)
+	if !c.clean() {
+		t.Errorf("want 0 lost, 0 duplicated, 0 reordered everywhere: %s", c)
+	}
+	return c
+}
+
+// TestFaultTargetLinkCut: the link between the proxy and the target is
+// partitioned (toxiproxy holds every byte both ways) for 10 s while the
+// mirror copies a producer's load, then cut (connections refused) for 10 s
+// while a topic flip and a group flip are asked. The proxy keeps serving
+// from the source; each flip completes or is reverted, never left half;
+// after the heal the mirror catches up and both flips complete; the target
+// log equals what was produced and the group consumed every record once.
+func TestFaultTargetLinkCut(t *testing.T) {
+	src, dst := cluster(t), startRelayedTarget(t, "faults-link-target")
+	topic, group := uniqueName(t, "topic"), uniqueName(t, "group")
+	createTopicOn(t, src.Bootstrap(), topic, 3)
+	proxy := proxytest.Start(t, "--log-level", "info", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Relay,
+		"--topics", topic, "--data-dir", t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	prod := newSeqProducer(t, ctx, proxy.Addr, topic, 0)
+	defer prod.stop()
+	cons := newSeqConsumer(t, ctx, proxy.Addr, topic, group)
+	defer cons.stop()
+	waitFor(t, ctx, "the mirror to map the topic (kmigrate verify passes)", func() bool {
+		_, err := proxy.CLI(t, "verify", "--topic", topic, "--records", "0")
+		return err == nil && cons.count() > 1000
+	})
+
+	// 1. Partition while mirroring under load.
+	rowA := faultrow.New(t, "proxy ↔ target link partitioned 10 s (toxiproxy holds every byte) while mirroring a producer's load")
+	acked, consumed := prod.acked(), cons.count()
+	addToxic(t, dst.link, "partition", "timeout", `{"timeout":0}`)
+	time.Sleep(10 * time.Second)
+	duringAcks, duringCons := prod.acked()-acked, cons.count()-consumed
+	atHeal := targetTotal(ctx, src.Bootstrap(), topic)
+	removeToxic(t, dst.link, "partition")
+	healed := time.Now()
+	t.Logf("partitioned 10 s: %d records acknowledged, %d consumed meanwhile", duringAcks, duringCons)
+	if duringAcks < 1000 || duringCons < 1000 {
+		t.Fatalf("while the target was partitioned the proxy acknowledged %d records and delivered %d: it must keep serving from the source", duringAcks, duringCons)
+	}
+	waitFor(t, ctx, "the mirror to catch up after the heal", func() bool { return targetTotal(ctx, dst.Bootstrap(), topic) >= atHeal })
+	caughtUp := time.Since(healed)
+	rowA.Recovered(caughtUp, "mirror lag back to 0 (everything produced before the heal copied)")
+
+	// 2. Link down (connections refused) while the flips are asked.
+	rowB := faultrow.New(t, "proxy ↔ target link down 10 s while a topic flip and a group flip are asked")
+	dst.link.Stop()
+	cutAt := time.Now()
+	type result struct {
+		out, phase string
+		err        error
+		took       time.Duration
+	}
+	groupDone := make(chan result, 1) // the goroutine ends when its command does
+	go func() {
+		out, err := proxy.CLI(t, "cutover", "group", group)
+		groupDone <- result{out, groupPhase(proxy.Admin, group), err, time.Since(cutAt)}
+	}()
+	flipStart := time.Now()
+	out, err := proxy.CLI(t, "cutover", "topic", topic)
+	flipTook := time.Since(flipStart)
+	topicOutcome := settledFlip(t, "topic flip asked with the target link down", err, out, topicPrimary(proxy.Admin, topic))
+	t.Logf("topic flip with the link down: %s after %s: %v %s", topicOutcome, flipTook.Round(time.Millisecond), err, strings.TrimSpace(out))
+	if wait := 10*time.Second - time.Since(cutAt); wait > 0 {
+		time.Sleep(wait)
+	}
+	atHeal = targetTotal(ctx, src.Bootstrap(), topic)
+	if err := dst.link.Start(); err != nil {
+		t.Fatalf("heal the link: %v", err)
+	}
+	healed = time.Now()
+	var g result
+	select {
+	case g = <-groupDone:
+	case <-ctx.Done():
+		t.Fatal("the group flip asked during the cut never returned")
+	}
+	groupOutcome := settledFlip(t, "group flip asked with the target link down", g.err, g.out, g.phase) + " after " + faultrow.FormatDuration(g.took)
+	t.Logf("group flip asked with the link down: %s: %v %s", groupOutcome, g.err, strings.TrimSpace(g.out))
+	waitFor(t, ctx, "the mirror to catch up after the heal", func() bool { return targetTotal(ctx, dst.Bootstrap(), topic) >= atHeal })
+	caughtUp = time.Since(healed)
+	// Whatever was refused now completes.
+	for _, step := range [][]string{{"cutover", "group", group}, {"cutover", "topic", topic}} {
+		if out, err := proxy.CLI(t, step...); err != nil {
+			t.Fatalf("%v after the heal: %v\n%s", step, err, out)
+		}
+	}
+	flipped := time.Since(healed)
+	if p, g := topicPrimary(proxy.Admin, topic), groupPhase(proxy.Admin, group); p != "target" || g != "target" {
+		t.Fatalf("after the heal and the flips: topic %s, group %s; want both on the target", p, g)
+	}
+	n, p := cons.count(), prod.acked()
+	waitFor(t, ctx, "produce and consume after the flips", func() bool { return cons.count() > n+1000 && prod.acked() > p+1000 })
+	rowB.Recovered(caughtUp, "mirror lag back to 0 after the heal")
+	rowB.Recovered(flipped, "both flips done after the heal")
+	counts := finishAndCount(t, ctx, prod, cons, dst.Bootstrap(), topic)
+	rowA.Outcome("proxy kept serving (%d acknowledged, %d consumed during the partition); see the next row for the counts", duringAcks, duringCons)
+	rowB.Outcome("topic flip %s (%s); group flip %s; both completed after the heal; %s", topicOutcome, faultrow.FormatDuration(flipTook), groupOutcome, counts)
+}
+
+// TestFaultSlowTarget: 200 ms of latency each way on the link between the
+// proxy and the target while a group flip and a topic flip run: both
+// complete, nothing is lost, duplicated or reordered; the flips' durations
+// and the producer's pause are reported.
+func TestFaultSlowTarget(t *testing.T) {
+	row := faultrow.New(t, "slow target: 200 ms latency each way on the proxy ↔ target link during a group flip and a topic flip")
+	src, dst := cluster(t), startRelayedTarget(t, "faults-slow-target")
+	topic, group := uniqueName(t, "topic"), uniqueName(t, "group")
+	createTopicOn(t, src.Bootstrap(), topic, 3)
+	proxy := proxytest.Start(t, "--log-level", "info", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Relay,
+		"--topics", topic, "--data-dir", t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	prod := newSeqProducer(t, ctx, proxy.Addr, topic, 0)
+	defer prod.stop()
+	cons := newSeqConsumer(t, ctx, proxy.Addr, topic, group)
+	defer cons.stop()
+	waitFor(t, ctx, "the mirror to map the topic (kmigrate verify passes)", func() bool {
+		_, err := proxy.CLI(t, "verify", "--topic", topic, "--records", "0")
+		return err == nil && cons.count() > 1000
+	})
+	addToxic(t, dst.link, "slow", "latency", `{"latency":200}`)
+	time.Sleep(2 * time.Second) // the mirror now writes through the slow link
+	var report []string
+	for _, step := range [][]string{{"cutover", "group", group}, {"cutover", "topic", topic}} {
+		start := time.Now()
+		out, err := proxy.CLI(t, step...)
+		took := time.Since(start)
+		if err != nil {
+			t.Fatalf("%v with a slow target: %v\n%s", step, err, out)
+		}
+		n, p := cons.count(), prod.acked()
+		waitFor(t, ctx, "produce and consume after "+strings.Join(step, " "), func() bool { return cons.count() > n+500 && prod.acked() > p+500 })
+		prodPause, _ := prod.pauseAround(start, took)
+		consPause := pauseAround(cons.snapshot(), start, took)
+		t.Logf("%s with 200 ms latency: took %s; producer pause %s, consumer pause %s: %s", strings.Join(step, " "), took.Round(time.Millisecond),
+			prodPause.Round(time.Millisecond), consPause.Round(time.Millisecond), strings.TrimSpace(out))
+		report = append(report, fmt.Sprintf("%s flip %s (producer pause %s, consumer pause %s)", step[1], faultrow.FormatDuration(took),
+			faultrow.FormatDuration(prodPause), faultrow.FormatDuration(consPause)))
+		row.Recovered(max(prodPause, consPause), step[1]+" flip: longest pause")
+	}
+	if p, g := topicPrimary(proxy.Admin, topic), groupPhase(proxy.Admin, group); p != "target" || g != "target" {
+		t.Fatalf("after the flips: topic %s, group %s; want both on the target", p, g)
+	}
+	removeToxic(t, dst.link, "slow")
+	counts := finishAndCount(t, ctx, prod, cons, dst.Bootstrap(), topic)
+	row.Outcome("both completed: %s; %s", strings.Join(report, "; "), counts)
+}
