@@ -298,3 +298,166 @@ func TestFaultSlowTarget(t *testing.T) {
 	counts := finishAndCount(t, ctx, prod, cons, dst.Bootstrap(), topic)
 	row.Outcome("both completed: %s; %s", strings.Join(report, "; "), counts)
 }
+
+// killedGroupFlip is what happened when a node was killed mid group flip.
+type killedGroupFlip struct {
+	phaseAtKill string        // draining or fenced
+	first       string        // how the interrupted command ended
+	outcome     string        // completed / reverted, after the next command
+	nextTook    time.Duration // the next command's duration
+	settled     time.Duration // kill → the next command's end
+	pause       time.Duration // the group's longest pause from the kill to 2 s after settled
+}
+
+// killDuringGroupFlip asks flipOn to move group to the target, kills victim
+// (kill -9) as soon as observer's admin API shows the group draining, then
+// asks next to move it again: the group must end moved or not, never half,
+// and consume again.
+func killDuringGroupFlip(t *testing.T, ctx context.Context, flipOn, victim, next *proxytest.Process, observer string, cons *seqConsumer, group string) killedGroupFlip {
+	t.Helper()
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1) // the goroutine ends when its command does
+	go func() {
+		out, err := flipOn.CLI(t, "cutover", "group", group)
+		done <- result{out, err}
+	}()
+	var k killedGroupFlip
+	waitFor(t, ctx, "the group flip to start draining", func() bool { k.phaseAtKill = groupPhase(observer, group); return k.phaseAtKill != "source" })
+	killed := time.Now()
+	victim.Kill9()
+	if k.phaseAtKill != "draining" && k.phaseAtKill != "fenced" {
+		t.Fatalf("the group was %q when the node was killed: the kill missed the flip's drain", k.phaseAtKill)
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		t.Fatal("the interrupted group flip command never returned")
+	}
+	k.first = fmt.Sprintf("%q after the kill", groupPhase(next.Admin, group))
+	if r.err != nil {
+		msg := firstLine(strings.TrimSpace(r.out))
+		k.first = "failed (" + msg[strings.LastIndex(msg, ": ")+2:] + "), " + k.first
+	} else {
+		k.first = "returned, " + k.first
+	}
+	t.Logf("killed with the group %s; the interrupted command %s", k.phaseAtKill, k.first)
+	start := time.Now()
+	out, err := next.CLI(t, "cutover", "group", group)
+	k.nextTook, k.settled = time.Since(start), time.Since(killed)
+	k.outcome = settledFlip(t, "the command after the kill", err, out, groupPhase(next.Admin, group))
+	t.Logf("the next command: %s after %s: %s", k.outcome, k.nextTook.Round(time.Millisecond), strings.TrimSpace(out))
+	n := cons.count()
+	waitFor(t, ctx, "the group to consume after the next command", func() bool { return cons.count() > n+100 })
+	time.Sleep(2 * time.Second)
+	k.pause = pauseAround(cons.snapshot(), killed, k.settled)
+	return k
+}
+
+// TestFaultGroupFlipSidecarKilled: a sidecar (non-voter) running a group
+// flip is killed (kill -9) while the group drains; the group's clients talk
+// to the other node, which holds their JoinGroups. The next command, asked
+// of the survivor, completes the flip (or reverts it); the group consumes
+// every record exactly once.
+func TestFaultGroupFlipSidecarKilled(t *testing.T) {
+	row := faultrow.New(t, "sidecar running a group flip killed (kill -9) while the group drains (2 nodes; the group's clients on the other)")
+	src, dst := cluster(t), target.Get(t)
+	topic, group := uniqueName(t, "topic"), uniqueName(t, "group")
+	createTopicOn(t, src.Bootstrap(), topic, 3)
+	common := []string{"--log-level", "info", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(), "--topics", topic}
+	v1 := proxytest.Start(t, append(common, "--data-dir", t.TempDir(), "--raft-node-id", "v1")...)
+	s1 := proxytest.Start(t, append(common, "--data-dir", t.TempDir(), "--raft-node-id", "s1", "--join", v1.Admin)...)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	waitFor(t, ctx, "both nodes in the control plane", func() bool {
+		out, err := v1.CLI(t, "status", "--json")
+		return err == nil && strings.Count(out, `"raft_addr"`) >= 2
+	})
+	prod := newSeqProducer(t, ctx, v1.Addr, topic, 0)
+	defer prod.stop()
+	// Java's default heartbeat interval (3 s): the drain lasts until the
+	// member's next heartbeat, the window the kill aims at.
+	cons := newSeqConsumer(t, ctx, v1.Addr, topic, group, kgo.HeartbeatInterval(3*time.Second))
+	defer cons.stop()
+	waitFor(t, ctx, "the mirror to map the topic (kmigrate verify passes)", func() bool {
+		_, err := v1.CLI(t, "verify", "--topic", topic, "--records", "0")
+		return err == nil && cons.count() > 1000
+	})
+	k := killDuringGroupFlip(t, ctx, s1, s1, v1, v1.Admin, cons, group)
+	row.Recovered(k.settled, "kill → flip settled by the next command")
+	row.Recovered(k.pause, "the group's longest pause in deliveries")
+	n, p := cons.count(), prod.acked()
+	waitFor(t, ctx, "produce and consume after the kill", func() bool { return cons.count() > n+1000 && prod.acked() > p+1000 })
+	counts := finishAndCount(t, ctx, prod, cons, dst.Bootstrap(), topic)
+	row.Outcome("killed while %s; the interrupted command %s; the next command (on the survivor) %s in %s; %s",
+		k.phaseAtKill, k.first, k.outcome, faultrow.FormatDuration(k.nextTook), counts)
+}
+
+// TestFaultGroupFlipLeaderKilled: three voters; the group's clients talk to
+// one follower, the flip is asked of the other, and the raft leader is
+// killed (kill -9) while the group drains. A new leader is elected; the
+// interrupted flip completes or reverts, the next command completes or
+// reverts it, never half; the group consumes every record exactly once.
+func TestFaultGroupFlipLeaderKilled(t *testing.T) {
+	row := faultrow.New(t, "raft leader killed (kill -9) while a group flip asked of a follower drains (3 voters; clients on the other follower)")
+	src, dst := cluster(t), target.Get(t)
+	topic, group := uniqueName(t, "topic"), uniqueName(t, "group")
+	createTopicOn(t, src.Bootstrap(), topic, 3)
+	common := []string{"--log-level", "info", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(), "--topics", topic, "--raft-voter"}
+	nodes := map[string]*proxytest.Process{}
+	nodes["v1"] = proxytest.Start(t, append(common, "--data-dir", t.TempDir(), "--raft-node-id", "v1")...)
+	for _, id := range []string{"v2", "v3"} {
+		nodes[id] = proxytest.Start(t, append(common, "--data-dir", t.TempDir(), "--raft-node-id", id, "--join", nodes["v1"].Admin)...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	leaderOf := func(admin string) string {
+		var st struct {
+			Leader string
+			Nodes  []struct{ Voter bool }
+		}
+		if getAdminJSON(admin, "/v1/nodes", &st) != nil {
+			return ""
+		}
+		voters := 0
+		for _, n := range st.Nodes {
+			if n.Voter {
+				voters++
+			}
+		}
+		if voters < 3 {
+			return ""
+		}
+		return st.Leader
+	}
+	var leader string
+	waitFor(t, ctx, "three voters and a leader", func() bool { leader = leaderOf(nodes["v1"].Admin); return nodes[leader] != nil })
+	var followers []string
+	for _, id := range []string{"v1", "v2", "v3"} {
+		if id != leader {
+			followers = append(followers, id)
+		}
+	}
+	clients, flipper := nodes[followers[0]], nodes[followers[1]]
+	t.Logf("leader %s; clients on %s; the flip asked of %s", leader, followers[0], followers[1])
+	prod := newSeqProducer(t, ctx, clients.Addr, topic, 0)
+	defer prod.stop()
+	cons := newSeqConsumer(t, ctx, clients.Addr, topic, group, kgo.HeartbeatInterval(3*time.Second))
+	defer cons.stop()
+	waitFor(t, ctx, "the mirror to map the topic (kmigrate verify passes)", func() bool {
+		_, err := clients.CLI(t, "verify", "--topic", topic, "--records", "0")
+		return err == nil && cons.count() > 1000
+	})
+	k := killDuringGroupFlip(t, ctx, flipper, nodes[leader], flipper, clients.Admin, cons, group)
+	waitFor(t, ctx, "a new leader", func() bool { l := leaderOf(clients.Admin); return l != "" && l != leader })
+	row.Recovered(k.settled, "kill → flip settled by the next command")
+	row.Recovered(k.pause, "the group's longest pause in deliveries")
+	n, p := cons.count(), prod.acked()
+	waitFor(t, ctx, "produce and consume after the kill", func() bool { return cons.count() > n+1000 && prod.acked() > p+1000 })
+	counts := finishAndCount(t, ctx, prod, cons, dst.Bootstrap(), topic)
+	row.Outcome("killed while %s; the interrupted command %s; the next command %s in %s; %s",
+		k.phaseAtKill, k.first, k.outcome, faultrow.FormatDuration(k.nextTook), counts)
+}
