@@ -2,7 +2,10 @@ package integration
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -460,4 +463,140 @@ func TestFaultGroupFlipLeaderKilled(t *testing.T) {
 	counts := finishAndCount(t, ctx, prod, cons, dst.Bootstrap(), topic)
 	row.Outcome("killed while %s; the interrupted command %s; the next command %s in %s; %s",
 		k.phaseAtKill, k.first, k.outcome, faultrow.FormatDuration(k.nextTook), counts)
+}
+
+// TestFaultSlowClient: a consumer reads 23 MiB of history through a
+// toxiproxy link limited to 1 MiB/s with 50 ms latency (proxy → client)
+// while a producer and a group consumer run at full speed through the same
+// proxy. The fast clients are unaffected (no pause over 3 s, every record
+// once, in order), the slow one gets every record exactly once, and the
+// proxy's peak RSS stays within its memory budget.
+func TestFaultSlowClient(t *testing.T) {
+	row := faultrow.New(t, "slow client: a consumer behind a 1 MiB/s, 50 ms link reads 23 MiB while other clients run at full speed (one proxy)")
+	c := cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	bulky, topic, group := uniqueName(t, "bulky"), uniqueName(t, "topic"), uniqueName(t, "group")
+	const partitions, history, size = 3, 6000, 4 << 10
+	createTopicOn(t, c.Bootstrap(), bulky, partitions)
+	createTopicOn(t, c.Bootstrap(), topic, partitions)
+	direct, err := kgo.NewClient(kgo.SeedBrokers(c.Bootstrap()), kgo.DefaultProduceTopic(bulky), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	var recs []*kgo.Record
+	for i := 0; i < history; i++ {
+		v := make([]byte, size)
+		rand.Read(v) // incompressible
+		copy(v, fmt.Sprintf("%08d", i))
+		recs = append(recs, &kgo.Record{Key: []byte(strconv.Itoa(i % 9)), Value: v})
+	}
+	if err := direct.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("write the slow client's history: %v", err)
+	}
+
+	const budget, connBudget = 256 << 20, 16 << 20
+	p := proxytest.Start(t, "--source-bootstrap", c.Bootstrap(), "--data-dir", t.TempDir(),
+		"--max-buffer-bytes", strconv.Itoa(budget), "--max-conn-buffer-bytes", strconv.Itoa(connBudget))
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	link := toxiproxy.NewProxy(srv, "slow-client", proxytest.FreeAddr(t), p.Addr)
+	if err := link.Start(); err != nil {
+		t.Fatalf("toxiproxy → %s: %v", p.Addr, err)
+	}
+	defer link.Stop()
+	for _, js := range []string{
+		`{"name":"bw","type":"bandwidth","stream":"downstream","toxicity":1,"attributes":{"rate":1024}}`,
+		`{"name":"lat","type":"latency","stream":"downstream","toxicity":1,"attributes":{"latency":50}}`,
+	} {
+		if _, err := link.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+			t.Fatalf("add toxic %s: %v", js, err)
+		}
+	}
+	rssBefore := procStatusKB(t, p.Pid(), "VmRSS")
+
+	prod := newSeqProducer(t, ctx, p.Addr, topic, 0)
+	defer prod.stop()
+	cons := newSeqConsumer(t, ctx, p.Addr, topic, group)
+	defer cons.stop()
+	waitFor(t, ctx, "the fast clients to run", func() bool { return cons.count() > 1000 })
+
+	// The slow consumer: every connection, whatever address Metadata
+	// names, goes through the slow link.
+	slow, err := kgo.NewClient(kgo.SeedBrokers(link.Listen), kgo.ConsumeTopics(bulky), kgo.ConsumerGroup(group+"-slow"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.Dialer(func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, link.Listen)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slowStart := time.Now()
+	seen := make([]int, history)
+	next := map[int32]int{} // per partition: the last index seen, to check order
+	var slowGot, reordered int
+	for slowGot < history {
+		fs := slow.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("the slow consumer got %d of %d records before %v", slowGot, history, ctx.Err())
+		}
+		fs.EachError(func(tp string, p int32, err error) { t.Logf("slow consumer: fetch %s/%d: %v", tp, p, err) })
+		fs.EachRecord(func(r *kgo.Record) {
+			i, err := strconv.Atoi(string(r.Value[:8]))
+			if err != nil || i < 0 || i >= history || len(r.Value) != size {
+				t.Fatalf("slow consumer: record %s/%d@%d is not one of the history's", r.Topic, r.Partition, r.Offset)
+			}
+			if last, ok := next[r.Partition]; ok && i <= last {
+				reordered++
+			}
+			next[r.Partition] = i
+			seen[i]++
+			slowGot++
+		})
+	}
+	slowTook := time.Since(slowStart)
+	time.Sleep(time.Second) // anything delivered twice would come now
+	pctx, pcancel := context.WithTimeout(ctx, time.Second)
+	extra := len(slow.PollFetches(pctx).Records())
+	pcancel()
+	var lostSlow, dupSlow int
+	for _, n := range seen {
+		switch {
+		case n == 0:
+			lostSlow++
+		case n > 1:
+			dupSlow += n - 1
+		}
+	}
+	dupSlow += extra
+	hwm := procStatusKB(t, p.Pid(), "VmHWM")
+	fastProdPause, _ := prod.pauseAround(slowStart, slowTook)
+	fastConsPause := pauseAround(cons.snapshot(), slowStart, slowTook)
+	t.Logf("slow consumer: %d MiB in %s (%.2f MiB/s): lost %d, duplicated %d, reordered %d; fast clients meanwhile: longest producer pause %s, consumer pause %s; proxy RSS %d MiB before, peak %d MiB",
+		history*size>>20, slowTook.Round(time.Millisecond), float64(history*size)/(1<<20)/slowTook.Seconds(), lostSlow, dupSlow, reordered,
+		fastProdPause.Round(time.Millisecond), fastConsPause.Round(time.Millisecond), rssBefore>>10, hwm>>10)
+
+	sent := prod.stop()
+	waitFor(t, ctx, "every fast record consumed", func() bool { return cons.count() >= sent })
+	time.Sleep(time.Second)
+	got, afterCommit := cons.stop()
+	lost, dup, reord := countDeliveries(got, sent)
+	t.Logf("fast clients: %d records: lost %d, duplicated %d, reordered %d, again after a commit %d; produce errors %d", sent, lost, dup, reord, afterCommit, prod.errors())
+	row.Recovered(slowTook, "the slow consumer's read of the 23 MiB")
+	row.Outcome("slow consumer: %d records, %d lost, %d duplicated, %d reordered; fast clients: %d records, %d lost, %d duplicated, %d reordered, longest pause %s (producer) / %s (consumer); proxy peak RSS %d MiB (budget %d MiB, bound asserted 200 MiB)",
+		history, lostSlow, dupSlow, reordered, sent, lost, dup, reord, faultrow.FormatDuration(fastProdPause), faultrow.FormatDuration(fastConsPause), hwm>>10, budget>>20)
+	if lostSlow != 0 || dupSlow != 0 || reordered != 0 {
+		t.Errorf("slow consumer: lost %d, duplicated %d, reordered %d: want 0", lostSlow, dupSlow, reordered)
+	}
+	if lost != 0 || dup != 0 || reord != 0 || afterCommit != 0 || prod.errors() != 0 {
+		t.Errorf("fast clients: lost %d, duplicated %d, reordered %d, again after a commit %d, produce errors %d: want 0", lost, dup, reord, afterCommit, prod.errors())
+	}
+	if fastProdPause > 3*time.Second || fastConsPause > 3*time.Second {
+		t.Errorf("fast clients paused %s (producer) / %s (consumer) while the slow one read: want ≤ 3 s", fastProdPause, fastConsPause)
+	}
+	if hwm > 200<<10 {
+		t.Errorf("proxy peak RSS %d MiB with a slow client: want ≤ 200 MiB", hwm>>10)
+	}
 }
