@@ -138,6 +138,9 @@ func (tb *table) print(w io.Writer) bool {
 		}
 	}
 	for _, p := range tb.pkgFails {
+		if tb.failedTests(p) {
+			continue // the package failed because a test did: already shown
+		}
 		fmt.Fprintf(w, "| (package failed outside a test: build error or timeout) | `%s` | FAIL | | | |\n", shortPkg(p))
 	}
 	verdict := "PASS"
@@ -146,6 +149,16 @@ func (tb *table) print(w io.Writer) bool {
 	}
 	fmt.Fprintf(w, "\n%d tests, %s of test time: %s\n", len(keys), faultrow.FormatDuration(time.Duration(total*float64(time.Second))), verdict)
 	return ok
+}
+
+// failedTests says whether a test of package pkg failed or did not finish.
+func (tb *table) failedTests(pkg string) bool {
+	for k, r := range tb.tests {
+		if k.pkg == pkg && r.action != "pass" && r.action != "skip" {
+			return true
+		}
+	}
+	return false
 }
 
 func shortPkg(p string) string {
