@@ -44,7 +44,7 @@ test-faults: deps
 # flat, 0 lost / 0 duplicated. SOAK=30m by default; docs/reliability.md.
 SOAK ?= 30m
 soak: deps
-	KMIGRATE_SOAK=$(SOAK) $(GO) test -count=1 -timeout 0 -v -run 'TestSoak' ./integration
+	KMIGRATE_SOAK=$(SOAK) $(GO) test -tags soak -count=1 -timeout 0 -v -run 'TestSoak' ./integration
 
 # Fast tests only (kfake, fuzz seed corpora); no Kafka needed.
 unit:
