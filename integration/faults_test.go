@@ -85,18 +85,44 @@ func groupPhase(admin, group string) string {
 	return r.Phase
 }
 
+// intermediate says whether a group phase or topic primary is a flip in
+// progress (or the node could not be asked).
+func intermediate(phase string) bool {
+	switch phase {
+	case "source", "target":
+		return false
+	}
+	return true
+}
+
+// settledPhase polls get until it names a settled phase, for up to 10 s: a
+// node applies a change the leader committed a moment later (a non-voter
+// that ran the flip itself too), so right after a command its view may
+// still be the last intermediate phase.
+func settledPhase(get func() string) string {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		phase := get()
+		if !intermediate(phase) || time.Now().After(deadline) {
+			return phase
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // settledFlip says how a flip command ended: completed ("target"), or
 // refused/reverted ("source"); anything else after the command returned is
 // a half-done flip and fails t.
-func settledFlip(t *testing.T, what string, err error, out, phase string) string {
+func settledFlip(t *testing.T, what string, err error, out string, get func() string) string {
 	t.Helper()
+	phase := settledPhase(get)
 	switch {
 	case err == nil && phase == "target":
 		return "completed"
 	case err != nil && phase == "source":
 		return "refused, reverted to the source"
 	default:
-		t.Fatalf("%s: command error %v, phase %q afterwards: a flip must end completed or reverted, never half\n%s", what, err, phase, out)
+		t.Fatalf("%s: command error %v, phase %q 10 s afterwards: a flip must end completed or reverted, never half\n%s", what, err, phase, out)
 		return ""
 	}
 }
@@ -202,19 +228,19 @@ func TestFaultTargetLinkCut(t *testing.T) {
 	dst.link.Stop()
 	cutAt := time.Now()
 	type result struct {
-		out, phase string
-		err        error
-		took       time.Duration
+		out  string
+		err  error
+		took time.Duration
 	}
 	groupDone := make(chan result, 1) // the goroutine ends when its command does
 	go func() {
 		out, err := proxy.CLI(t, "cutover", "group", group)
-		groupDone <- result{out, groupPhase(proxy.Admin, group), err, time.Since(cutAt)}
+		groupDone <- result{out, err, time.Since(cutAt)}
 	}()
 	flipStart := time.Now()
 	out, err := proxy.CLI(t, "cutover", "topic", topic)
 	flipTook := time.Since(flipStart)
-	topicOutcome := settledFlip(t, "topic flip asked with the target link down", err, out, topicPrimary(proxy.Admin, topic))
+	topicOutcome := settledFlip(t, "topic flip asked with the target link down", err, out, func() string { return topicPrimary(proxy.Admin, topic) })
 	t.Logf("topic flip with the link down: %s after %s: %v %s", topicOutcome, flipTook.Round(time.Millisecond), err, strings.TrimSpace(out))
 	if wait := 10*time.Second - time.Since(cutAt); wait > 0 {
 		time.Sleep(wait)
@@ -230,7 +256,7 @@ func TestFaultTargetLinkCut(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the group flip asked during the cut never returned")
 	}
-	groupOutcome := settledFlip(t, "group flip asked with the target link down", g.err, g.out, g.phase) + " after " + faultrow.FormatDuration(g.took)
+	groupOutcome := settledFlip(t, "group flip asked with the target link down", g.err, g.out, func() string { return groupPhase(proxy.Admin, group) }) + " after " + faultrow.FormatDuration(g.took)
 	t.Logf("group flip asked with the link down: %s: %v %s", groupOutcome, g.err, strings.TrimSpace(g.out))
 	waitFor(t, ctx, "the mirror to catch up after the heal", func() bool { return targetTotal(ctx, dst.Bootstrap(), topic) >= atHeal })
 	caughtUp = time.Since(healed)
@@ -351,7 +377,7 @@ func killDuringGroupFlip(t *testing.T, ctx context.Context, flipOn, victim, next
 	start := time.Now()
 	out, err := next.CLI(t, "cutover", "group", group)
 	k.nextTook, k.settled = time.Since(start), time.Since(killed)
-	k.outcome = settledFlip(t, "the command after the kill", err, out, groupPhase(next.Admin, group))
+	k.outcome = settledFlip(t, "the command after the kill", err, out, func() string { return groupPhase(next.Admin, group) })
 	t.Logf("the next command: %s after %s: %s", k.outcome, k.nextTook.Round(time.Millisecond), strings.TrimSpace(out))
 	n := cons.count()
 	waitFor(t, ctx, "the group to consume after the next command", func() bool { return cons.count() > n+100 })
