@@ -368,8 +368,12 @@ func killDuringGroupFlip(t *testing.T, ctx context.Context, flipOn, victim, next
 	}
 	k.first = fmt.Sprintf("%q after the kill", groupPhase(next.Admin, group))
 	if r.err != nil {
-		msg := firstLine(strings.TrimSpace(r.out))
-		k.first = "failed (" + msg[strings.LastIndex(msg, ": ")+2:] + "), " + k.first
+		lines := strings.Split(strings.TrimSpace(r.out), "\n")
+		msg := lines[len(lines)-1] // the error comes after the progress lines
+		if i := strings.LastIndex(msg, ": "); i >= 0 {
+			msg = msg[i+2:]
+		}
+		k.first = "failed (" + msg + "), " + k.first
 	} else {
 		k.first = "returned, " + k.first
 	}

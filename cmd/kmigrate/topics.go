@@ -46,6 +46,9 @@ func (g groupRoutes) CloseTopic(ctx context.Context, topic, from, to string) err
 func (g groupRoutes) applyTopic(ctx context.Context, cmd raftstore.SetTopicPrimary) error {
 	res, err := g.store.Apply(ctx, cmd)
 	if err == nil {
+		err = g.readYourWrite(ctx, res)
+	}
+	if err == nil {
 		err = res.Err
 	}
 	if err != nil {
