@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmigrate/kmigrate/internal/faultrow"
 	"github.com/kmigrate/kmigrate/internal/proxytest"
 )
 
@@ -18,6 +19,7 @@ import (
 // record written to the source after the flip point would be lost. The
 // group reads through the first node, and moves too.
 func TestTopicCutoverTwoNodes(t *testing.T) {
+	row := faultrow.New(t, "topic flip asked of one node, producer on another (2 nodes; group flip, topic flip, rollback, flip)")
 	src, dst := cluster(t), target.Get(t)
 	topic, group := uniqueName(t, "topic"), uniqueName(t, "group")
 	common := []string{"--log-level", "info", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(), "--topics", topic}
@@ -60,6 +62,7 @@ func TestTopicCutoverTwoNodes(t *testing.T) {
 		}
 	}
 	t.Logf("mirror writers (node → partitions): %v", writers)
+	var longest time.Duration
 	for _, step := range [][]string{{"cutover", "group", group}, {"cutover", "topic", topic}, {"rollback", "topic", topic}, {"cutover", "topic", topic}} {
 		start := time.Now()
 		out, err := v1.CLI(t, step...)
@@ -70,6 +73,7 @@ func TestTopicCutoverTwoNodes(t *testing.T) {
 		n, p := cons.count(), prod.acked()
 		waitFor(t, ctx, "produce and consume after "+strings.Join(step, " "), func() bool { return cons.count() > n+1000 && prod.acked() > p+1000 })
 		pause, _ := prod.pauseAround(start, took)
+		longest = max(longest, pause)
 		t.Logf("%s: %s; producer pause %s", strings.Join(step, " "), strings.TrimSpace(out), pause.Round(time.Millisecond))
 	}
 	sent := prod.stop()
@@ -82,6 +86,8 @@ func TestTopicCutoverTwoNodes(t *testing.T) {
 	if dup != 0 {
 		logDuplicates(t, got)
 	}
+	row.Recovered(longest, "longest producer pause over the four flips")
+	row.Outcome("every flip completed; %d records: %d lost, %d duplicated, %d reordered, %d again after a commit; writers %v", sent, lost, dup, reordered, afterCommit, writers)
 	if lost != 0 || afterCommit != 0 || dup != 0 || reordered != 0 || prod.errors() != 0 {
 		t.Fatalf("lost %d, delivered again after a commit %d, duplicated %d, reordered %d, produce errors %d: want all 0", lost, afterCommit, dup, reordered, prod.errors())
 	}
@@ -93,6 +99,7 @@ func TestTopicCutoverTwoNodes(t *testing.T) {
 // the source, and a new flip asked of the survivor completes. Nothing is
 // lost, duplicated or reordered.
 func TestTopicFlipNodeKilledMidFlip(t *testing.T) {
+	row := faultrow.New(t, "node running a topic flip killed (kill -9) while it holds produces (2 nodes)")
 	src, dst := cluster(t), target.Get(t)
 	topic, group := uniqueName(t, "topic"), uniqueName(t, "group")
 	createTopicOn(t, src.Bootstrap(), topic, 3)
@@ -131,6 +138,7 @@ func TestTopicFlipNodeKilledMidFlip(t *testing.T) {
 	t.Logf("node running the flip killed while it held produces; the flip said: %s", strings.TrimSpace(<-flipDone))
 	waitFor(t, ctx, "the leader to revert the half-done flip", func() bool { return primary() == "source" })
 	reverted := time.Since(held)
+	row.Recovered(reverted, "the raft leader reverted the flip after the hold began; --stuck-flip-after 3s")
 	n, p := cons.count(), prod.acked()
 	waitFor(t, ctx, "produce and consume after the revert", func() bool { return cons.count() > n+1000 && prod.acked() > p+1000 })
 
@@ -148,6 +156,7 @@ func TestTopicFlipNodeKilledMidFlip(t *testing.T) {
 	lost, dup, reordered := countDeliveries(got, sent)
 	t.Logf("flip reverted %s after produces were held; then %s; %d records: lost %d, delivered again after a commit %d, duplicated %d, reordered %d; produce errors %d",
 		reverted.Round(time.Millisecond), strings.TrimSpace(out), sent, lost, afterCommit, dup, reordered, prod.errors())
+	row.Outcome("flip reverted, a new flip on the survivor completed; %d records: %d lost, %d duplicated, %d reordered, %d produce errors", sent, lost, dup, reordered, prod.errors())
 	if lost != 0 || afterCommit != 0 || dup != 0 || reordered != 0 || prod.errors() != 0 {
 		t.Fatalf("lost %d, delivered again after a commit %d, duplicated %d, reordered %d, produce errors %d: want all 0", lost, afterCommit, dup, reordered, prod.errors())
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kmigrate/kmigrate/internal/faultrow"
 	"github.com/kmigrate/kmigrate/internal/kafkatest"
 	"github.com/kmigrate/kmigrate/internal/proxytest"
 )
@@ -26,6 +27,7 @@ import (
 // and nothing to re-read, and the target's log holds every record exactly
 // once, in order.
 func TestMigrationFranzGo(t *testing.T) {
+	row := faultrow.New(t, "source cluster stopped after the group and the topic flipped (whole migration, 200,000 records of history)")
 	src := kafkatest.StartT(t, kafkatest.Options{Name: "migration-source"})
 	dst := target.Get(t)
 	const (
@@ -88,9 +90,11 @@ func TestMigrationFranzGo(t *testing.T) {
 	waitFor(t, ctx, "produce and consume after the topic flip", func() bool { return cons.count() > n+1000 && prod.acked() > p+1000 })
 
 	// 3. The source goes away: the proxy serves everything from the target.
+	stopped := time.Now()
 	src.Stop()
 	n, p = cons.count(), prod.acked()
 	waitFor(t, ctx, "produce and consume with the source stopped", func() bool { return cons.count() > n+2000 && prod.acked() > p+2000 })
+	stopPause, _ := prod.pauseAround(stopped, 0)
 
 	sent := prod.stop()
 	waitFor(t, ctx, "every record consumed", func() bool { return cons.count() >= sent })
@@ -102,6 +106,9 @@ func TestMigrationFranzGo(t *testing.T) {
 		sent, history, len(got), lost, afterCommit, dup, reordered, prod.errors())
 	pause, around := prod.pauseAround(flipStart, flipTook)
 	t.Logf("topic flip: command %s; producer pause (longest gap between acknowledgements) %s at %s", flipTook.Round(time.Millisecond), pause.Round(time.Millisecond), around.Format("15:04:05.000"))
+	row.Recovered(stopPause, "longest producer pause around the source's stop")
+	row.Recovered(pause, "producer pause at the topic flip")
+	row.Outcome("served from the target; %d records at the consumer: %d lost, %d duplicated, %d reordered, %d again after a commit", sent, lost, dup, reordered, afterCommit)
 	if lost != 0 || afterCommit != 0 || dup != 0 || reordered != 0 || prod.errors() != 0 {
 		t.Fatalf("lost %d, delivered again after a commit %d, duplicated %d, reordered %d, produce errors %d: want all 0", lost, afterCommit, dup, reordered, prod.errors())
 	}
@@ -135,6 +142,7 @@ func TestMigrationFranzGo(t *testing.T) {
 	if tlost != 0 || tdup != 0 || treordered != 0 {
 		t.Fatalf("target log: lost %d, duplicated %d, reordered %d: want 0", tlost, tdup, treordered)
 	}
+	row.Outcome("served from the target; %d records at the consumer and in the target log read directly: 0 lost, 0 duplicated, 0 reordered, 0 again after a commit; target commits at the ends", sent)
 }
 
 // countDeliveries counts sequence numbers 0..sent-1 never delivered, the
@@ -373,6 +381,13 @@ func newSeqConsumer(t *testing.T, ctx context.Context, addr, topic, group string
 }
 
 func (c *seqConsumer) count() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.got) }
+
+// snapshot is a copy of the deliveries so far.
+func (c *seqConsumer) snapshot() []consumed {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]consumed(nil), c.got...)
+}
 
 // stop ends consuming, commits, and returns the deliveries and how many
 // were below a commit.

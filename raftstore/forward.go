@@ -137,3 +137,9 @@ type forwarding struct{ s *Store }
 
 func (f forwarding) Apply(ctx context.Context, c Command) (Result, error) { return f.s.Propose(ctx, c) }
 func (f forwarding) State() Reader                                        { return f.s.State() }
+
+// WaitApplied waits until this node applied index (see Store.WaitApplied):
+// after Apply, it makes State show the change (read your writes).
+func (f forwarding) WaitApplied(ctx context.Context, index uint64) error {
+	return f.s.WaitApplied(ctx, index)
+}

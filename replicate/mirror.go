@@ -397,12 +397,23 @@ func (m *Mirror) copyRecords(ctx context.Context, tp Partition, st *partState, r
 		}
 		st.lastSent = r.Offset
 		codec := codecOf(i)
-		mustDrain := codec != st.codec && st.unacked > 0
+		if st.unacked > 0 {
+			// One producer per codec: switching while this partition has
+			// records in flight would let two producers reorder it, and
+			// waiting for them costs a round trip to the target per
+			// switch. franz-go sends a batch uncompressed when compressing
+			// does not shrink it, so a partition's codecs alternate; with
+			// a wait per switch the mirror fell 20 s behind a target with
+			// 200 ms of latency (integration.TestFaultSlowTarget). Keep
+			// the codec in use until nothing is in flight: the records are
+			// the same, only the target batch's compression differs.
+			codec = st.codec
+		}
 		st.codec = codec
 		st.unacked++
 		st.inflight = append(st.inflight, r.Offset)
 		m.mu.Unlock()
-		producer, err := m.producer(ctx, codec, mustDrain)
+		producer, err := m.producer(codec)
 		if err != nil {
 			return err
 		}
@@ -559,21 +570,11 @@ func (m *Mirror) WaitMirrored(ctx context.Context, tp Partition, offset int64) e
 }
 
 // producer returns the target producer for a codec, so batches keep the
-// source's compression. A partition switching codec first waits for its
-// records on the previous producer: two producers could otherwise reorder it.
-func (m *Mirror) producer(ctx context.Context, codec uint8, drainOthers bool) (*kgo.Client, error) {
+// source's compression. A partition changes codec only when none of its
+// records is in flight (copyPartition): two producers never reorder it.
+func (m *Mirror) producer(codec uint8) (*kgo.Client, error) {
 	m.producersMu.Lock()
 	defer m.producersMu.Unlock()
-	if drainOthers {
-		for c, p := range m.producers {
-			if c == codec {
-				continue
-			}
-			if err := p.Flush(ctx); err != nil {
-				return nil, fmt.Errorf("flush before compression change: %w", err)
-			}
-		}
-	}
 	if p := m.producers[codec]; p != nil {
 		return p, nil
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kmigrate/kmigrate/internal/faultrow"
 	"github.com/kmigrate/kmigrate/internal/kafkatest"
 	"github.com/kmigrate/kmigrate/internal/proxytest"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -79,6 +80,7 @@ func endOffsetsSum(t *testing.T, addr, topic string) int64 {
 // at full speed; after restarts the target holds exactly the source's
 // records: none twice, none missing, same order, and the map is exact.
 func TestKill9WhileMirroring(t *testing.T) {
+	row := faultrow.New(t, "proxy (the mirror's writer) killed (kill -9) twice during backfill at full speed")
 	src, dst := realSource.Get(t), realTarget.Get(t)
 	topic := "kill9"
 	createTopic(t, src, topic, 4)
@@ -91,8 +93,12 @@ func TestKill9WhileMirroring(t *testing.T) {
 	for kill := 0; kill < 2; kill++ {
 		waitUntil(t, "the mirror to be copying", 60*time.Second, func() bool { return endOffsetsSum(t, dst.Bootstrap(), topic) > int64(20_000*(kill+1)) })
 		p.Kill9()
-		t.Logf("kill -9 #%d with %d records in the target", kill+1, endOffsetsSum(t, dst.Bootstrap(), topic))
+		at := endOffsetsSum(t, dst.Bootstrap(), topic)
+		t.Logf("kill -9 #%d with %d records in the target", kill+1, at)
+		killed := time.Now()
 		p = proxytest.StartOn(t, listen, args...)
+		waitUntil(t, "the restarted mirror to copy again", 60*time.Second, func() bool { return endOffsetsSum(t, dst.Bootstrap(), topic) > at })
+		row.Recovered(time.Since(killed), fmt.Sprintf("kill #%d: restart until the target grows again", kill+1))
 	}
 	prod.wait()
 	if prod.failed.Load() != 0 {
@@ -106,12 +112,14 @@ func TestKill9WhileMirroring(t *testing.T) {
 		t.Fatalf("target holds %d records, source %d", got, want)
 	}
 	checkExactAddrs(t, []string{src.Bootstrap()}, []string{dst.Bootstrap()}, maps, topic, 4)
+	row.Outcome("restarts resume from the offset map: %d records, the target equals the source record by record, the map exact", want)
 }
 
 // TestTargetOutage stops the target for 30 s while clients produce through
 // the proxy: the proxy keeps serving, the mirror's lag grows, then drains to
 // zero after the target returns, with nothing lost or doubled.
 func TestTargetOutage(t *testing.T) {
+	row := faultrow.New(t, "target broker stopped for 30 s while clients produce through the proxy")
 	src := realSource.Get(t)
 	dst := kafkatest.StartT(t, kafkatest.Options{Name: "target-outage"})
 	topic := "outage"
@@ -139,9 +147,11 @@ func TestTargetOutage(t *testing.T) {
 	start := time.Now()
 	waitUntil(t, "the mirror to drain", 3*time.Minute, func() bool { return endOffsetsSum(t, dst.Bootstrap(), topic) >= want })
 	t.Logf("target down 30 s: %d records acknowledged meanwhile; drained %s after the producer stopped", during, time.Since(start).Round(time.Millisecond))
+	row.Recovered(time.Since(start)+5*time.Second, "mirror lag back to 0 after the target's return")
 	p.Stop()
 	maps := raftDirMaps(t, dataDir)
 	checkExactAddrs(t, []string{src.Bootstrap()}, []string{dst.Bootstrap()}, maps, topic, 3)
+	row.Outcome("the proxy kept serving (%d records acknowledged while the target was down); the target equals the source, the map exact", during)
 }
 
 func createTopic(t *testing.T, c *kafkatest.Cluster, topic string, partitions int32) {

@@ -3,10 +3,12 @@ package replicate
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/kmigrate/kmigrate/internal/faultrow"
 	"github.com/kmigrate/kmigrate/internal/proxytest"
 	"github.com/kmigrate/kmigrate/raftstore"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -55,6 +57,7 @@ func targetEnds(t *testing.T, addr, topic string) map[int32]int64 {
 // writes partitions moves them to the others within 10 s, and the target
 // ends up exact: nothing twice, nothing missing, same order.
 func TestWriterMovesAfterKill9(t *testing.T) {
+	row := faultrow.New(t, "node owning mirror partitions killed (kill -9) while mirroring (3 voters)")
 	src, dst := realSource.Get(t), realTarget.Get(t)
 	const topic, partitions = "writers", 6
 	createTopic(t, src, topic, partitions)
@@ -106,6 +109,7 @@ func TestWriterMovesAfterKill9(t *testing.T) {
 		return true
 	})
 	took := time.Since(killed)
+	row.Recovered(took, fmt.Sprintf("%d partitions written again by the others", len(moved)))
 	t.Logf("kill -9 of %s (writer of %d partitions): written again by the others after %v", victim, len(moved), took.Round(time.Millisecond))
 	if took > 10*time.Second {
 		t.Errorf("writers moved after %v, want < 10s", took)
@@ -126,4 +130,5 @@ func TestWriterMovesAfterKill9(t *testing.T) {
 		t.Fatalf("target holds %d records, source %d", got, want)
 	}
 	checkExactAddrs(t, []string{src.Bootstrap()}, []string{dst.Bootstrap()}, raftDirMaps(t, dirs[survivor]), topic, partitions)
+	row.Outcome("partitions moved; %d records, the target equals the source record by record, the map exact", want)
 }

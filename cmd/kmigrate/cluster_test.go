@@ -14,6 +14,8 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
+
+	"github.com/kmigrate/kmigrate/internal/faultrow"
 	"github.com/kmigrate/kmigrate/internal/proxytest"
 	"github.com/kmigrate/kmigrate/raftstore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -209,6 +211,7 @@ func TestControlPlaneProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
+	row := faultrow.New(t, "raft leader killed (kill -9), a voter cut off by toxiproxy and healed, a non-voter restarted (5 processes)")
 	src, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		t.Fatal(err)
@@ -285,6 +288,7 @@ func TestControlPlaneProcesses(t *testing.T) {
 	leader = c.waitLeader(10 * time.Second)
 	failover := time.Since(start)
 	t.Logf("kill -9 of leader %s: new leader %s after %v", killed.id, leader.id, failover.Round(time.Millisecond))
+	row.Recovered(failover, "new leader after kill -9 of the leader")
 	if failover > 5*time.Second {
 		t.Errorf("failover took %v, want < 5s", failover)
 	}
@@ -320,6 +324,7 @@ func TestControlPlaneProcesses(t *testing.T) {
 	}
 	healed := waitFor(t, 30*time.Second, "the change to complete after healing", func() bool { return c.change(leader, idx).Complete })
 	t.Logf("%s cut off for %v; caught up and reported %v after healing", victim.id, time.Since(cutAt).Round(time.Millisecond)-healed, healed.Round(time.Millisecond))
+	row.Recovered(healed, "cut-off voter caught up after the heal")
 	waitFor(t, 10*time.Second, victim.id+" to hold the leader's routes", func() bool {
 		got, want := routes(victim), routes(leader)
 		return got != "" && got == want
@@ -351,6 +356,7 @@ func TestControlPlaneProcesses(t *testing.T) {
 		t.Fatalf("change %d = %+v; want s2 dead", idx, cs)
 	}
 	t.Logf("change complete %v after s2 was killed (declared dead)", took.Round(time.Millisecond))
+	row.Outcome("failover; committed entries kept; a change completes only once every live node applied it (the cut-off voter held it back until healed, a dead node until declared dead)")
 }
 
 // routes is every route a node holds with its phase, epoch and change index.

@@ -31,10 +31,37 @@ func (g groupRoutes) GroupPhase(group string) string {
 func (g groupRoutes) SetGroupPhase(ctx context.Context, group, from, to string) error {
 	res, err := g.store.Apply(ctx, raftstore.SetGroupPhase{Group: group, Phase: raftstore.GroupPhase(to), From: raftstore.GroupPhase(from)})
 	if err == nil {
+		err = g.readYourWrite(ctx, res)
+	}
+	if err == nil {
 		err = res.Err
 	}
 	if err != nil {
 		return fmt.Errorf("set group %s phase %s → %s: %w", group, from, to, err)
+	}
+	return nil
+}
+
+// readYourWrite waits until this node applied a change it had the leader
+// commit. On a follower the leader answers once the change is committed,
+// and this node applies it a moment later: meanwhile GroupPhase and
+// TopicPrimary still show the previous phase, and a cutover asked of this
+// node right after one completed (or a step of the same cutover) acted on
+// it. Found by integration.TestFaultGroupFlipLeaderKilled: a second
+// `cutover group` resumed a flip already complete from a stale "fenced",
+// re-committed translated offsets to the target (refused there with
+// UNKNOWN_MEMBER_ID, so nothing was overwritten) and reported an error.
+func (g groupRoutes) readYourWrite(ctx context.Context, res raftstore.Result) error {
+	w, ok := g.store.(interface {
+		WaitApplied(context.Context, uint64) error
+	})
+	if !ok || res.Index == 0 {
+		return nil // the leader's Apply returns once applied
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second) // a revert runs without a deadline
+	defer cancel()
+	if err := w.WaitApplied(ctx, res.Index); err != nil {
+		return fmt.Errorf("committed at index %d, not yet applied on this node: %w", res.Index, err)
 	}
 	return nil
 }

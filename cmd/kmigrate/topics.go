@@ -46,6 +46,9 @@ func (g groupRoutes) CloseTopic(ctx context.Context, topic, from, to string) err
 func (g groupRoutes) applyTopic(ctx context.Context, cmd raftstore.SetTopicPrimary) error {
 	res, err := g.store.Apply(ctx, cmd)
 	if err == nil {
+		err = g.readYourWrite(ctx, res)
+	}
+	if err == nil {
 		err = res.Err
 	}
 	if err != nil {
@@ -112,11 +115,16 @@ var errVerifyRefused = errors.New("verify refuses the flip (use --force to flip 
 
 // verifyBeforeFlip is TopicCutover.Verify: the same comparison as
 // `kmigrate verify --topic T`, refusing on a mismatch (lag is fine: the
-// flip waits for the mirror itself).
+// flip waits for the mirror itself). It runs before produces are held, and
+// its settle ends as soon as the map names what the target held, so it
+// keeps Verify's default bound (5 s) rather than 1 s: behind a slow target
+// the mappings trail the target's end by a round trip and a poll, and the
+// fault test with 200 ms of latency each way saw a flip refused for
+// "records past the mapped end" that were the mirror's in-flight writes.
 func verifyBeforeFlip(v *verifyAPI) func(ctx context.Context, topic string) error {
 	return func(ctx context.Context, topic string) error {
 		rep, err := offsetsync.Verify(ctx, offsetsync.VerifyConfig{
-			Source: v.source, Target: v.target, Maps: v.maps, Topics: []string{topic}, Settle: time.Second,
+			Source: v.source, Target: v.target, Maps: v.maps, Topics: []string{topic},
 		})
 		if err != nil {
 			return fmt.Errorf("verify %s: %w", topic, err)

@@ -18,6 +18,7 @@ const (
 	SASLPlaintext Listener = "SASL_PLAINTEXT" // Options.SASL
 	SSL           Listener = "SSL"            // Options.TLS
 	SASLSSL       Listener = "SASL_SSL"       // Options.SASL and Options.TLS
+	Relayed       Listener = "RELAYED"        // Options.RelayedAddr: plaintext, advertised as the relay
 )
 
 // controllerListener is the KRaft controller's listener; clients never use it.
@@ -89,6 +90,13 @@ type Options struct {
 	// and Cluster.ClientTLSConfig. SASL_SSL keeps authenticating by SASL
 	// only. Needs TLS.
 	MTLS bool
+
+	// RelayedAddr adds a plaintext listener, Relayed, that advertises this
+	// address instead of its own: a relay (a toxiproxy) listening there and
+	// forwarding to Cluster.Addr(Relayed) then carries all the traffic of
+	// a client bootstrapped at RelayedAddr, Metadata's broker addresses
+	// included, while Bootstrap() stays direct for the test's own checks.
+	RelayedAddr string
 
 	// BrokerConfig overrides or adds server.properties entries, e.g.
 	// {"log.retention.ms": "1000"}. Listener settings are the harness's.
@@ -163,6 +171,9 @@ func (o Options) listeners() []Listener {
 	}
 	if o.SASL && o.TLS {
 		ls = append(ls, SASLSSL)
+	}
+	if o.RelayedAddr != "" {
+		ls = append(ls, Relayed)
 	}
 	return ls
 }

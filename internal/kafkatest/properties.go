@@ -53,12 +53,18 @@ func (c *Cluster) serverProperties() string {
 		"log.cleaner.dedupe.buffer.size": "16777216",
 	}
 
-	var listeners, protoMap []string
+	var listeners, advertisedListeners, protoMap []string
 	for _, l := range c.opts.listeners() {
 		listeners = append(listeners, string(l)+"://"+c.hostPort(string(l)))
+		if l == Relayed {
+			advertisedListeners = append(advertisedListeners, string(l)+"://"+c.opts.RelayedAddr)
+			protoMap = append(protoMap, string(l)+":PLAINTEXT")
+			continue
+		}
+		advertisedListeners = append(advertisedListeners, string(l)+"://"+c.hostPort(string(l)))
 		protoMap = append(protoMap, string(l)+":"+string(l))
 	}
-	advertised := strings.Join(listeners, ",")
+	advertised := strings.Join(advertisedListeners, ",")
 	listeners = append(listeners, controllerListener+"://"+c.hostPort(controllerListener))
 	protoMap = append(protoMap, controllerListener+":PLAINTEXT")
 	p["listeners"] = strings.Join(listeners, ",")
