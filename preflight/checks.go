@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"sort"
 	"strconv"
@@ -15,6 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
+
+	"github.com/kmigrate/kmigrate/replicate"
 )
 
 // checkTimeout bounds each request of the checks; a broker that does not
@@ -154,13 +155,14 @@ type opNeed struct {
 	why string
 }
 
-// missingOps returns the needs not in granted, or ok=false when the broker
-// did not report authorized operations (AUTHORIZED_OPERATIONS_OMITTED).
-func missingOps(bitfield int32, needs []opNeed) (missing []opNeed, ok bool) {
-	if bitfield == math.MinInt32 {
+// missingOps returns the needs not granted, or ok=false when the broker
+// did not report authorized operations (kadm decodes
+// AUTHORIZED_OPERATIONS_OMITTED as none; a principal that sees a topic or
+// group holds at least DESCRIBE, so none means omitted).
+func missingOps(granted []kadm.ACLOperation, needs []opNeed) (missing []opNeed, ok bool) {
+	if len(granted) == 0 {
 		return nil, false
 	}
-	granted := kadm.DecodeACLOperations(bitfield)
 	for _, n := range needs {
 		if !slices.Contains(granted, n.op) && !slices.Contains(granted, kmsg.ACLOperationAll) {
 			missing = append(missing, n)
@@ -251,7 +253,7 @@ func (r *run) topics(ctx context.Context, src, dst *clusterInfo) {
 
 	granted, unknown := 0, 0
 	for _, name := range names {
-		missing, ok := missingOps(srcOps[name], sourceTopicOps)
+		missing, ok := missingOps(kadm.DecodeACLOperations(srcOps[name]), sourceTopicOps)
 		switch {
 		case !ok:
 			unknown++
@@ -270,14 +272,6 @@ func (r *run) topics(ctx context.Context, src, dst *clusterInfo) {
 	if dst != nil {
 		r.targetTopics(ctx, src, dst, names, partitions)
 	}
-}
-
-// mirroredConfigs are the topic configs the mirror copies to a topic it
-// creates (replicate/topics.go); a target topic that exists already keeps
-// its own, so differences are reported.
-var mirroredConfigs = []string{
-	"cleanup.policy", "retention.ms", "retention.bytes", "max.message.bytes",
-	"compression.type", "message.timestamp.type",
 }
 
 func (r *run) targetTopics(ctx context.Context, src, dst *clusterInfo, names []string, partitions map[string]int) {
@@ -305,7 +299,7 @@ func (r *run) targetTopics(ctx context.Context, src, dst *clusterInfo, names []s
 			continue
 		}
 		existing = append(existing, name)
-		if missing, ok := missingOps(t.AuthorizedOperations, targetTopicOps); ok && len(missing) > 0 {
+		if missing, ok := missingOps(kadm.DecodeACLOperations(t.AuthorizedOperations), targetTopicOps); ok && len(missing) > 0 {
 			r.add(Fail, dst.Name, "acl", subject, "%s", describeMissing(missing))
 		} else if ok {
 			granted++
@@ -370,7 +364,7 @@ func (r *run) compareConfigs(ctx context.Context, src, dst *clusterInfo, topics 
 			continue
 		}
 		var diffs []string
-		for _, key := range mirroredConfigs {
+		for _, key := range replicate.MirroredConfigs {
 			if s[key] == d[key] {
 				continue
 			}
@@ -527,7 +521,7 @@ func (r *run) groups(ctx context.Context, src, dst *clusterInfo) {
 			case g.Err != nil:
 				r.add(Fail, c.Name, "group", "group "+name, "describe: %v", g.Err)
 			default:
-				if missing, ok := missingOps(encodeOps(g.AuthorizedOperations), groupOps); ok && len(missing) > 0 {
+				if missing, ok := missingOps(g.AuthorizedOperations, groupOps); ok && len(missing) > 0 {
 					r.add(Fail, c.Name, "acl", "group "+name, "%s", describeMissing(missing))
 				} else {
 					granted++
@@ -538,20 +532,6 @@ func (r *run) groups(ctx context.Context, src, dst *clusterInfo) {
 			r.add(OK, c.Name, "acl", fmt.Sprintf("%d %s", granted, plural(granted, "group")), "Describe, Read granted")
 		}
 	}
-}
-
-// encodeOps turns kadm's decoded operations back into the wire's bitfield,
-// so groups and topics share missingOps. No operations at all is what kadm
-// makes of AUTHORIZED_OPERATIONS_OMITTED.
-func encodeOps(ops []kadm.ACLOperation) int32 {
-	if len(ops) == 0 {
-		return math.MinInt32
-	}
-	var bits int32
-	for _, op := range ops {
-		bits |= 1 << op
-	}
-	return bits
 }
 
 // transactionalIDs checks that the principal may describe each

@@ -159,15 +159,6 @@ func (r *run) add(s Status, cluster, check, subject, detail string, args ...any)
 	r.findings = append(r.findings, Finding{Status: s, Cluster: cluster, Check: check, Subject: subject, Detail: detail})
 }
 
-// opNames renders ACL operations the way kafka-acls.sh spells them.
-func opNames[T fmt.Stringer](ops []T) string {
-	names := make([]string, len(ops))
-	for i, op := range ops {
-		names[i] = aclCLIName(op.String())
-	}
-	return strings.Join(names, ", ")
-}
-
 // aclCLIName turns kmsg's "DESCRIBE_CONFIGS" into kafka-acls.sh's
 // "DescribeConfigs", so the operator can paste it into --operation.
 func aclCLIName(s string) string {

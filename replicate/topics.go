@@ -11,10 +11,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 )
 
-// mirroredConfigs are the topic configs copied to a topic the mirror creates
+// MirroredConfigs are the topic configs copied to a topic the mirror creates
 // on the target: the ones that change what a consumer reads or what a
 // producer may write.
-var mirroredConfigs = []string{
+var MirroredConfigs = []string{
 	"cleanup.policy", "retention.ms", "retention.bytes", "max.message.bytes",
 	"compression.type", "message.timestamp.type",
 }
@@ -98,7 +98,7 @@ func syncTopics(ctx context.Context, src, dst *kadm.Client, sel Selection, owned
 		}
 		set := make(map[string]*string)
 		for _, c := range rc.Configs {
-			for _, key := range mirroredConfigs {
+			for _, key := range MirroredConfigs {
 				if c.Key == key && c.Value != nil {
 					set[key] = c.Value
 				}
