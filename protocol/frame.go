@@ -22,14 +22,28 @@ var ErrFrameTooLarge = errors.New("frame exceeds maximum size")
 // allocated and owned by the caller: frames are handed to other goroutines
 // (upstream writers, response mergers), so reusing a buffer would race.
 func ReadFrame(r io.Reader, maxBytes int32) ([]byte, error) {
+	size, err := ReadFrameSize(r, maxBytes)
+	if err != nil {
+		return nil, err
+	}
+	return ReadFrameBody(r, size)
+}
+
+// ReadFrameSize reads a frame's size prefix and checks it against maxBytes.
+func ReadFrameSize(r io.Reader, maxBytes int32) (int32, error) {
 	var sizeBuf [4]byte
 	if _, err := io.ReadFull(r, sizeBuf[:]); err != nil {
-		return nil, err
+		return 0, err
 	}
 	size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
 	if size < 0 || size > maxBytes {
-		return nil, fmt.Errorf("%w: %d bytes announced, limit %d", ErrFrameTooLarge, size, maxBytes)
+		return 0, fmt.Errorf("%w: %d bytes announced, limit %d", ErrFrameTooLarge, size, maxBytes)
 	}
+	return size, nil
+}
+
+// ReadFrameBody reads the size bytes of a frame that follow its prefix.
+func ReadFrameBody(r io.Reader, size int32) ([]byte, error) {
 	frame := make([]byte, size)
 	if _, err := io.ReadFull(r, frame); err != nil {
 		if errors.Is(err, io.EOF) {

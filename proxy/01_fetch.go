@@ -34,6 +34,10 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		return nil, err
 	}
 	req.SessionID, req.SessionEpoch, req.ForgottenTopics = 0, -1, nil
+	// The proxy withdraws preferred read replicas (KIP-392) anyway; a
+	// broker not told the client's rack names none, which keeps its
+	// answers forwardable unchanged.
+	req.Rack = ""
 	var fm *fetchMaps
 	if c.p.target != nil {
 		fm = c.readFetchMaps(req.Topics)
@@ -67,6 +71,12 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			return c.waitFetchUnlessMoved(ctx, calls[i], split[order[i]], servedAtSend, r.APIVersion)
 		}
 		return calls[i].wait(ctx)
+	}
+	if c.p.target == nil && len(calls) == 1 && r.APIVersion <= maxCutThroughFetch {
+		// One source broker answers, in a version without leader hints:
+		// its answer needs no rewrite (session id 0 as asked, no
+		// preferred replica as no rack was sent) and may be cut through.
+		c.streamable = calls[0]
 	}
 	return func(ctx context.Context) ([]byte, error) {
 		if len(calls) == 1 && order[0].cluster == c.p.source {

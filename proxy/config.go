@@ -45,6 +45,11 @@ type Config struct {
 	// that has this many open (Kafka's max.connections.per.ip); 0 means
 	// no limit.
 	MaxConnectionsPerIP int
+	// FetchLeaderHints serves Fetch v16+, whose answers may carry KIP-951
+	// leader hints the proxy must rewrite, so every fetch answer is read
+	// into memory. Off (the default), Fetch is served up to v15 and
+	// answers are cut through from the upstream socket (cutthrough.go).
+	FetchLeaderHints bool
 	// Source is the cluster the proxy forwards to.
 	Source Upstream
 	// Target, when set, is the cluster consumer groups move to.

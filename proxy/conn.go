@@ -30,6 +30,10 @@ type pendingResponse struct {
 	start    time.Time
 	finish   finishFunc
 	reserved int64 // memory.go: given back once the answer is written
+	// streamable, when set, is the one upstream call whose answer may be
+	// cut through to the client unchanged (cutthrough.go); finish then
+	// runs only if it was read into memory instead.
+	streamable *call
 }
 
 // clientConn is one client connection. The reader goroutine parses requests
@@ -67,6 +71,9 @@ type clientConn struct {
 	// closeAfter, set by a handler on the reader goroutine, ends the
 	// connection once the answer of the request being handled is written.
 	closeAfter *closeAfterAnswer
+	// streamable, set by a handler on the reader goroutine, marks the
+	// request's answer as one that may be cut through (cutthrough.go).
+	streamable *call
 }
 
 // javaClient reports whether the client is Apache Kafka's Java client.
@@ -220,7 +227,9 @@ func (c *clientConn) readLoop() error {
 		if pr.reserved, err = c.reserve(c.ctx, &req, len(frame)); err != nil {
 			return err
 		}
+		c.streamable = nil
 		pr.finish, err = h(c, &req)
+		pr.streamable = c.streamable
 		if err != nil {
 			if !isUpstreamError(err) {
 				c.release(pr.reserved) // nothing will answer it
@@ -250,6 +259,18 @@ func (c *clientConn) writeLoop() error {
 	bw := bufio.NewWriterSize(c.conn, 64<<10)
 	var head []byte
 	for pr := range c.queue {
+		if pr.streamable != nil {
+			streamed, err := c.writeStreamed(bw, pr)
+			if streamed || err != nil {
+				c.release(pr.reserved)
+			}
+			if err != nil {
+				return err
+			}
+			if streamed {
+				continue
+			}
+		}
 		body, err := pr.finish(c.ctx)
 		if err != nil && isUpstreamError(err) && c.ctx.Err() == nil {
 			if retry, ok := retriableResponse(&pr.req); ok {
@@ -288,6 +309,41 @@ func (c *clientConn) writeLoop() error {
 		c.p.metrics.observe(pr.req.APIKey, time.Since(pr.start))
 	}
 	return bw.Flush()
+}
+
+// writeStreamed waits for pr's upstream answer and, when the upstream
+// reader hands its socket over, writes the size and header and moves the
+// body socket to socket. It reports false when the answer was read into
+// memory instead (pr.finish then has it) or the call failed (pr.finish
+// then reports it).
+func (c *clientConn) writeStreamed(bw *bufio.Writer, pr *pendingResponse) (bool, error) {
+	s, err := pr.streamable.offerStream(c.ctx)
+	if err != nil {
+		return false, err
+	}
+	if s == nil {
+		return false, nil
+	}
+	hdr := protocol.AppendResponseHeader(nil, pr.req.CorrelationID, pr.req.APIKey, pr.req.APIVersion)
+	head := binary.BigEndian.AppendUint32(nil, uint32(int64(len(hdr))+s.n))
+	head = append(head, hdr...)
+	c.conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
+	if _, err := bw.Write(head); err != nil {
+		s.done <- err
+		return true, err
+	}
+	if err := bw.Flush(); err != nil {
+		s.done <- err
+		return true, err
+	}
+	n, err := s.copyTo(c.conn)
+	if err != nil {
+		return true, fmt.Errorf("%s v%d (correlation id %d): %w", kmsg.NameForKey(pr.req.APIKey), pr.req.APIVersion, pr.req.CorrelationID, err)
+	}
+	c.p.metrics.bytesOut.Add(float64(int64(len(head)) + n))
+	c.p.metrics.cutThrough.Add(float64(n))
+	c.p.metrics.observe(pr.req.APIKey, time.Since(pr.start))
+	return true, nil
 }
 
 // upstream returns this connection's link to an upstream broker, dialling it

@@ -14,7 +14,10 @@ import (
 // A nil finishFunc means the request has no response.
 type handler func(c *clientConn, r *protocol.Request) (finishFunc, error)
 
-const apiVersionsKey = 18
+const (
+	fetchKey       = 1
+	apiVersionsKey = 18
+)
 
 // route says how each API key the proxy serves reaches upstream. A key absent
 // here is neither advertised in ApiVersions nor accepted.
@@ -143,6 +146,9 @@ func (p *Proxy) apiVersions() map[int16][2]int16 {
 			}
 			if c, ok := targetVersionCaps[key]; ok && p.target != nil {
 				hi = min16(hi, c)
+			}
+			if key == fetchKey && !p.cfg.FetchLeaderHints {
+				hi = min16(hi, maxCutThroughFetch)
 			}
 			if umin <= hi {
 				m[key] = [2]int16{umin, hi}

@@ -14,6 +14,7 @@ type Metrics struct {
 	connections prometheus.Gauge
 	bytesIn     prometheus.Counter
 	bytesOut    prometheus.Counter
+	cutThrough  prometheus.Counter
 	latency     *prometheus.HistogramVec
 	byKey       [128]prometheus.Observer
 	produceHold prometheus.Histogram
@@ -40,6 +41,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kmigrate_client_bytes_out_total", Help: "Bytes sent to clients, frames included.",
 		}),
+		cutThrough: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kmigrate_client_bytes_cut_through_total", Help: "Answer body bytes moved from an upstream socket straight to a client's without being read into memory (fetch answers needing no rewrite).",
+		}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "kmigrate_request_duration_seconds",
 			Help:    "Time from reading a client request to writing its response, per API and upstream cluster.",
@@ -65,7 +69,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Client authentications at the proxy by mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, TLS for client certificates; none: a request before any SaslHandshake; unsupported: a mechanism not offered) and result (success, failure).",
 		}, []string{"mechanism", "result"}),
 	}
-	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.latency, m.produceHold, m.bufferedBytes, m.refusedConns, m.reauth, m.clientAuths)
+	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.cutThrough, m.latency, m.produceHold, m.bufferedBytes, m.refusedConns, m.reauth, m.clientAuths)
 	for key := range m.byKey {
 		if name := kmsg.NameForKey(int16(key)); name != "Unknown" {
 			m.byKey[key] = m.latency.WithLabelValues(name, "source")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -60,6 +61,11 @@ type call struct {
 	done         chan struct{}
 	body         []byte // response body, header stripped
 	err          error
+
+	// handover and stream let the client's writer take the body
+	// straight from the socket (cutthrough.go).
+	handover atomic.Int32
+	stream   *bodyStream
 }
 
 func (c *call) wait(ctx context.Context) ([]byte, error) {
@@ -212,7 +218,7 @@ func (bc *brokerConn) Send(key, version int16, header, body []byte, expectRespon
 func (bc *brokerConn) readLoop() {
 	br := bufio.NewReaderSize(bc.conn, 64<<10)
 	for {
-		frame, err := protocol.ReadFrame(br, bc.maxResp)
+		size, err := protocol.ReadFrameSize(br, bc.maxResp)
 		if err != nil {
 			bc.close(fmt.Errorf("read from %s: %w", bc.who, err))
 			return
@@ -224,9 +230,27 @@ func (bc *brokerConn) readLoop() {
 			bc.close(fmt.Errorf("%s sent a response to no request", bc.who))
 			return
 		}
+		if hlen, ok := plainResponseHeader(br, c, size); ok {
+			handled, err := bc.handOver(c, br, hlen, size)
+			if err != nil {
+				bc.close(err)
+				return
+			}
+			if handled {
+				if bc.answered() {
+					return
+				}
+				continue
+			}
+		}
+		frame, err := protocol.ReadFrameBody(br, size)
+		if err != nil {
+			bc.close(fmt.Errorf("read from %s: %w", bc.who, err))
+			return
+		}
 		hlen, err := protocol.ResponseHeaderLen(frame, c.key, c.version)
 		if err == nil {
-			if got := int32(uint32(frame[0])<<24 | uint32(frame[1])<<16 | uint32(frame[2])<<8 | uint32(frame[3])); got != c.corr {
+			if got := int32(binary.BigEndian.Uint32(frame)); got != c.corr {
 				err = fmt.Errorf("%s answered correlation id %d, expected %d", bc.who, got, c.corr)
 			}
 		}
@@ -238,12 +262,42 @@ func (bc *brokerConn) readLoop() {
 		}
 		c.body = frame[hlen:]
 		close(c.done)
-		// Either this sees retired or retire sees the count at 0.
-		if bc.inflight.Add(-1) == 0 && bc.retired.Load() {
-			bc.close(errRetired)
+		if bc.answered() {
 			return
 		}
 	}
+}
+
+// answered counts one call answered and closes a retired connection whose
+// last call it was; it reports whether the connection closed.
+func (bc *brokerConn) answered() bool {
+	// Either this sees retired or retire sees the count at 0.
+	if bc.inflight.Add(-1) == 0 && bc.retired.Load() {
+		bc.close(errRetired)
+		return true
+	}
+	return false
+}
+
+// plainResponseHeader peeks at the header of c's answer and reports its
+// length when it is the common one (the right correlation id, no tagged
+// fields), which is all a streamed answer may carry.
+func plainResponseHeader(br *bufio.Reader, c *call, size int32) (int, bool) {
+	if c.handover.Load() != handoverWaiting {
+		return 0, false
+	}
+	hlen := 4
+	if protocol.IsFlexible(c.key, c.version) && c.key != apiVersionsKey {
+		hlen = 5
+	}
+	if int(size) < hlen {
+		return 0, false
+	}
+	hdr, err := br.Peek(hlen)
+	if err != nil || int32(binary.BigEndian.Uint32(hdr)) != c.corr || hlen == 5 && hdr[4] != 0 {
+		return 0, false
+	}
+	return hlen, true
 }
 
 // close fails every pending call with err and closes the socket. Safe to call

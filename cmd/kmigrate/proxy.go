@@ -293,26 +293,27 @@ func runProxy(args []string) error {
 // newProxyFlags is the one table of them: flags, KMIGRATE_* variables and the
 // YAML file all go through it (config.go).
 type proxyOptions struct {
-	source        upstreamFlags
-	mirror        mirrorFlags
-	cp            controlPlaneFlags
-	listen        string
-	advertise     string
-	adminListen   string
-	nodeID        int
-	clientTLSCert string
-	clientTLSKey  string
-	maxFrame      int
-	maxInFlight   int
-	maxBuffer     int64
-	maxConnBuffer int64
-	maxConnsPerIP int
-	logLevel      string
-	logFormat     string
-	produceMode   string
-	adminToken    string
-	configFile    string
-	printConfig   bool
+	source           upstreamFlags
+	mirror           mirrorFlags
+	cp               controlPlaneFlags
+	listen           string
+	advertise        string
+	adminListen      string
+	nodeID           int
+	clientTLSCert    string
+	clientTLSKey     string
+	maxFrame         int
+	maxInFlight      int
+	maxBuffer        int64
+	maxConnBuffer    int64
+	maxConnsPerIP    int
+	fetchLeaderHints bool
+	logLevel         string
+	logFormat        string
+	produceMode      string
+	adminToken       string
+	configFile       string
+	printConfig      bool
 
 	// Client authentication (clientauth.go).
 	clientTLSCA           string
@@ -341,6 +342,7 @@ func newProxyFlags() (*flag.FlagSet, *proxyOptions) {
 	fs.Int64Var(&o.maxBuffer, "max-buffer-bytes", proxy.DefaultMaxBufferBytes, "bytes all client requests in flight and their unwritten answers may hold; past it the proxy stops reading from clients")
 	fs.Int64Var(&o.maxConnBuffer, "max-conn-buffer-bytes", proxy.DefaultMaxConnBufferBytes, "the same bound for one client connection")
 	fs.IntVar(&o.maxConnsPerIP, "max-connections-per-ip", 1000, "open client connections allowed from one address (Kafka's max.connections.per.ip); 0: no limit")
+	fs.BoolVar(&o.fetchLeaderHints, "fetch-leader-hints", false, "serve Fetch v16+ with KIP-951 leader hints (rewritten to name the proxy); off: Fetch up to v15, whose answers are cut through from the broker's socket without being read into memory")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text (key=value) or json, one object per line")
 	fs.StringVar(&o.produceMode, "produce-mode", "async", "async: acknowledge after the source; sync: after the source and the target (needs --target-bootstrap)")
@@ -409,6 +411,7 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		MaxBufferBytes:      o.maxBuffer,
 		MaxConnBufferBytes:  o.maxConnBuffer,
 		MaxConnectionsPerIP: o.maxConnsPerIP,
+		FetchLeaderHints:    o.fetchLeaderHints,
 		Logger:              log,
 	}
 	if cfg.ClientTLS, cfg.ClientSASL, err = o.clientAuth(log); err != nil {

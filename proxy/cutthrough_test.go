@@ -1,0 +1,211 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/kmigrate/kmigrate/protocol"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// startOneBrokerProxy runs a one-broker kfake cluster, where every fetch
+// goes to a single upstream broker and so may be cut through, with a proxy
+// in front of it and records already in topic "t".
+func startOneBrokerProxy(t *testing.T, cfg Config, records int) (*kfake.Cluster, *Proxy) {
+	t.Helper()
+	fake, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fake.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	direct, err := kgo.NewClient(kgo.SeedBrokers(fake.ListenAddrs()...), kgo.DefaultProduceTopic("t"), kgo.ProducerLinger(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	for i := 0; i < records; i++ {
+		v := make([]byte, 100+i%4000)
+		rand.Read(v)
+		direct.Produce(ctx, &kgo.Record{Key: []byte(fmt.Sprint(i)), Value: v, Headers: []kgo.RecordHeader{{Key: "i", Value: []byte(fmt.Sprint(i))}}}, nil)
+	}
+	if err := direct.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen, cfg.NodeID, cfg.Source = "127.0.0.1:0", 7, Upstream{Bootstrap: fake.ListenAddrs()}
+	cfg.Metrics = NewMetrics(nil)
+	p, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return fake, p
+}
+
+// readAll consumes topic t from the start until it has n records.
+func readAll(t *testing.T, ctx context.Context, bootstrap string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.ConsumeTopics("t"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	for len(out) < n {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("read %d of %d records from %s: %v", len(out), n, bootstrap, err)
+		}
+		fs.EachError(func(topic string, p int32, err error) { t.Fatalf("fetch %s/%d from %s: %v", topic, p, bootstrap, err) })
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
+
+func TestFetchCutThroughDeliversTheBrokersRecords(t *testing.T) {
+	const n = 3000
+	fake, p := startOneBrokerProxy(t, Config{}, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	if v := p.apiVersions()[fetchKey]; v[1] != maxCutThroughFetch {
+		t.Fatalf("Fetch advertised up to v%d, want v%d: answers of later versions carry leader hints and cannot be cut through", v[1], maxCutThroughFetch)
+	}
+	want := readAll(t, ctx, fake.ListenAddrs()[0], n)
+	got := readAll(t, ctx, p.Addr(), n)
+	assertSameRecords(t, want, got)
+	if cut := testutil.ToFloat64(p.metrics.cutThrough); cut == 0 {
+		t.Fatal("no answer was cut through: every fetch answer was read into memory")
+	} else {
+		t.Logf("%.0f bytes cut through of %.0f sent", cut, testutil.ToFloat64(p.metrics.bytesOut))
+	}
+}
+
+func TestFetchLeaderHintsServesLaterVersions(t *testing.T) {
+	const n = 500
+	fake, p := startOneBrokerProxy(t, Config{FetchLeaderHints: true}, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if v := p.apiVersions()[fetchKey]; v[1] <= maxCutThroughFetch {
+		t.Fatalf("with FetchLeaderHints Fetch is advertised up to v%d only", v[1])
+	}
+	assertSameRecords(t, readAll(t, ctx, fake.ListenAddrs()[0], n), readAll(t, ctx, p.Addr(), n))
+	if cut := testutil.ToFloat64(p.metrics.cutThrough); cut != 0 {
+		t.Fatalf("%.0f bytes cut through from Fetch v16+ answers, which may carry leader hints", cut)
+	}
+}
+
+func assertSameRecords(t *testing.T, want, got []*kgo.Record) {
+	t.Helper()
+	byPos := func(rs []*kgo.Record) map[string]*kgo.Record {
+		m := make(map[string]*kgo.Record, len(rs))
+		for _, r := range rs {
+			m[fmt.Sprintf("%d/%d", r.Partition, r.Offset)] = r
+		}
+		return m
+	}
+	w, g := byPos(want), byPos(got)
+	if len(w) != len(want) || len(g) != len(got) || len(w) != len(g) {
+		t.Fatalf("direct read %d records (%d positions), proxy read %d (%d positions)", len(want), len(w), len(got), len(g))
+	}
+	for pos, wr := range w {
+		gr := g[pos]
+		if gr == nil || !bytes.Equal(gr.Key, wr.Key) || !bytes.Equal(gr.Value, wr.Value) ||
+			len(gr.Headers) != 1 || !bytes.Equal(gr.Headers[0].Value, wr.Headers[0].Value) || !gr.Timestamp.Equal(wr.Timestamp) {
+			t.Fatalf("record at %s differs through the proxy", pos)
+		}
+	}
+}
+
+// TestFetchCutThroughPipelined sends many fetches at once on one
+// connection: answers arriving while the writer is busy with earlier ones
+// are read into memory, the rest cut through, and the client must get
+// every answer whole, in order, identical to the broker's.
+func TestFetchCutThroughPipelined(t *testing.T) {
+	const n, fetches = 2000, 64
+	fake, p := startOneBrokerProxy(t, Config{}, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	adm, err := kgo.NewClient(kgo.SeedBrokers(fake.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	mdReq := kmsg.NewPtrMetadataRequest()
+	mt := kmsg.NewMetadataRequestTopic()
+	mt.Topic = kmsg.StringPtr("t")
+	mdReq.Topics = append(mdReq.Topics, mt)
+	md, err := mdReq.RequestWith(ctx, adm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := kmsg.NewPtrFetchRequest()
+	fetch.Version = maxCutThroughFetch
+	fetch.MaxBytes, fetch.MinBytes, fetch.MaxWaitMillis = 1<<20, 1, 0
+	ft := kmsg.NewFetchRequestTopic()
+	ft.Topic, ft.TopicID = "t", md.Topics[0].TopicID
+	for i := int32(0); i < 3; i++ {
+		fp := kmsg.NewFetchRequestTopicPartition()
+		fp.Partition, fp.PartitionMaxBytes = i, 256<<10
+		ft.Partitions = append(ft.Partitions, fp)
+	}
+	fetch.Topics = append(fetch.Topics, ft)
+
+	exchange := func(addr string) [][]byte {
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		var out []byte
+		for i := 0; i < fetches; i++ {
+			req := protocol.AppendRequestHeader(nil, fetch.Key(), fetch.Version, int32(1000+i), "cut-test")
+			out = protocol.AppendFrame(out, fetch.AppendTo(req))
+		}
+		if _, err := conn.Write(out); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(conn)
+		bodies := make([][]byte, fetches)
+		for i := range bodies {
+			frame, err := protocol.ReadFrame(br, 64<<20)
+			if err != nil {
+				t.Fatalf("answer %d of %d from %s: %v", i, fetches, addr, err)
+			}
+			hlen, err := protocol.ResponseHeaderLen(frame, fetch.Key(), fetch.Version)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if corr := int32(frame[0])<<24 | int32(frame[1])<<16 | int32(frame[2])<<8 | int32(frame[3]); corr != int32(1000+i) {
+				t.Fatalf("answer %d has correlation id %d, want %d", i, corr, 1000+i)
+			}
+			bodies[i] = frame[hlen:]
+		}
+		return bodies
+	}
+	direct := exchange(fake.ListenAddrs()[0])
+	proxied := exchange(p.Addr())
+	for i := range direct {
+		if !bytes.Equal(direct[i], proxied[i]) {
+			t.Fatalf("answer %d differs: %d bytes direct, %d through the proxy", i, len(direct[i]), len(proxied[i]))
+		}
+	}
+	resp := kmsg.NewPtrFetchResponse()
+	resp.Version = fetch.Version
+	if err := resp.ReadFrom(proxied[0]); err != nil || len(resp.Topics) != 1 || len(resp.Topics[0].Partitions[0].RecordBatches) == 0 {
+		t.Fatalf("answer carries no records (err %v): the test proves nothing", err)
+	}
+	t.Logf("%d answers identical; %.0f bytes cut through", fetches, testutil.ToFloat64(p.metrics.cutThrough))
+}
