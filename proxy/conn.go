@@ -30,6 +30,9 @@ type pendingResponse struct {
 	start    time.Time
 	finish   finishFunc
 	reserved int64 // memory.go: given back once the answer is written
+	// frame, when set, is a pooled produce frame (framepool.go) that
+	// nothing refers to once the answer is written.
+	frame []byte
 	// streamable, when set, is the one upstream call whose answer may be
 	// cut through to the client unchanged (cutthrough.go); finish then
 	// runs only if it was read into memory instead.
@@ -195,7 +198,7 @@ func (c *clientConn) readLoop() error {
 		if c.auth != nil && !c.auth.authenticated {
 			maxFrame = min(maxFrame, maxPreAuthFrame)
 		}
-		frame, err := protocol.ReadFrame(br, maxFrame)
+		frame, pooled, err := c.readFrame(br, maxFrame)
 		if err != nil && c.p.draining.Load() {
 			return nil // shutting down: answer what was read, then close
 		}
@@ -238,7 +241,11 @@ func (c *clientConn) readLoop() error {
 			upstreamErr := err // answered in turn by the writer, see retriableResponse
 			pr.finish = func(context.Context) ([]byte, error) { return nil, upstreamErr }
 		}
+		if pooled {
+			pr.frame = frame // back to the pool once answered
+		}
 		if pr.finish == nil { // no response expected (acks=0)
+			c.p.frames.put(pr.frame)
 			c.release(pr.reserved)
 			c.p.metrics.observe(req.APIKey, time.Since(pr.start))
 			continue
@@ -253,6 +260,32 @@ func (c *clientConn) readLoop() error {
 			return c.closeAfter
 		}
 	}
+}
+
+// readFrame reads a client's frame. A produce frame is read into a pooled
+// buffer when nothing will refer to it after its answer (framepool.go):
+// pooled says so.
+func (c *clientConn) readFrame(br *bufio.Reader, maxFrame int32) (frame []byte, pooled bool, err error) {
+	size, err := protocol.ReadFrameSize(br, maxFrame)
+	if err != nil {
+		return nil, false, err
+	}
+	if size < pooledFrameMin || c.p.cfg.Feed != nil {
+		frame, err = protocol.ReadFrameBody(br, size)
+		return frame, false, err
+	}
+	if key, err := br.Peek(2); err != nil || key[0] != 0 || key[1] != byte(kmsg.Produce) {
+		frame, err = protocol.ReadFrameBody(br, size)
+		return frame, false, err
+	}
+	frame = c.p.frames.get(int(size))
+	if _, err := io.ReadFull(br, frame); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, false, fmt.Errorf("reading %d-byte frame: %w", size, err)
+	}
+	return frame, true, nil
 }
 
 func (c *clientConn) writeLoop() error {
@@ -298,13 +331,14 @@ func (c *clientConn) writeLoop() error {
 		if err != nil {
 			return err
 		}
-		// Flush only when nothing else is ready: pipelined answers share
-		// one syscall.
-		if len(c.queue) == 0 {
-			if err := bw.Flush(); err != nil {
-				return err
-			}
+		// Every answer leaves at once, as a broker sends each: waiting for
+		// the next one to share a syscall would hold this one for the
+		// next one's whole upstream round trip (an idempotent producer
+		// pipelines five produces; each ack came a produce late).
+		if err := bw.Flush(); err != nil {
+			return err
 		}
+		c.p.frames.put(pr.frame)
 		c.p.metrics.bytesOut.Add(float64(len(head) + len(body)))
 		c.p.metrics.observe(pr.req.APIKey, time.Since(pr.start))
 	}
