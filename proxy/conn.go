@@ -242,10 +242,12 @@ func (c *clientConn) readLoop() error {
 			pr.finish = func(context.Context) ([]byte, error) { return nil, upstreamErr }
 		}
 		if pooled {
-			pr.frame = frame // back to the pool once answered
+			// Back to the pool once answered, when the request was
+			// long written upstream. An acks=0 produce has no answer to
+			// say when it is written: its frame is left to the GC.
+			pr.frame = frame
 		}
 		if pr.finish == nil { // no response expected (acks=0)
-			c.p.frames.put(pr.frame)
 			c.release(pr.reserved)
 			c.p.metrics.observe(req.APIKey, time.Since(pr.start))
 			continue

@@ -44,10 +44,13 @@ type brokerConn struct {
 	inflight atomic.Int32 // calls sent and not yet answered
 	retired  atomic.Bool  // closes once inflight reaches 0
 
-	writeMu  sync.Mutex // orders writes and the enqueue of their calls
-	bw       *bufio.Writer
+	// writeMu orders the enqueue of requests (out) and of the calls
+	// awaiting their answers (pending); writeLoop writes out in order.
+	writeMu  sync.Mutex
 	nextCorr int32
 	pending  chan *call
+	out      chan outgoing
+	unsent   atomic.Int32 // requests in out not yet written
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -114,8 +117,8 @@ func dialBroker(ctx context.Context, up *Upstream, addr string, maxInFlight int,
 		who:     up.Name + " broker " + addr,
 		conn:    conn,
 		maxResp: maxResp,
-		bw:      bufio.NewWriterSize(conn, 64<<10),
 		pending: make(chan *call, maxInFlight),
+		out:     make(chan outgoing, maxInFlight),
 		closed:  make(chan struct{}),
 	}
 	if lifetime > 0 {
@@ -125,6 +128,7 @@ func dialBroker(ctx context.Context, up *Upstream, addr string, maxInFlight int,
 		bc.renewAt = authSent.Add(renewAfter(lifetime))
 	}
 	go bc.readLoop()
+	go bc.writeLoop()
 	return bc, nil
 }
 
@@ -154,21 +158,45 @@ func (bc *brokerConn) renewing() bool {
 	return !bc.isClosed() && !bc.usable()
 }
 
-// retire takes bc out of service: it closes as soon as every call in
-// flight is answered (at once when none is).
+// retire takes bc out of service: it closes as soon as every request is
+// written and every call in flight answered (at once when none is).
 func (bc *brokerConn) retire() {
 	bc.retired.Store(true)
-	if bc.inflight.Load() == 0 {
+	bc.closeIfRetiredAndIdle()
+}
+
+// closeIfRetiredAndIdle closes a retired connection with nothing left to
+// write or to wait for, and reports whether it did. Each of retire, the
+// reader (an answer) and the writer (a request written) checks after its
+// own change, so the last of them sees the connection idle.
+func (bc *brokerConn) closeIfRetiredAndIdle() bool {
+	if bc.retired.Load() && bc.inflight.Load() == 0 && bc.unsent.Load() == 0 {
 		bc.close(errRetired)
+		return true
 	}
+	return false
 }
 
 // errRetired closes a connection replaced before its SASL session ended.
 var errRetired = errors.New("replaced by a newly authenticated connection before the SASL session ends")
 
-// Send writes one request and returns its call, or nil when the request
+// outgoing is one request queued for writeLoop.
+type outgoing struct {
+	key  int16
+	size [4]byte
+	hdr  []byte
+	body []byte
+}
+
+// Send queues one request and returns its call, or nil when the request
 // has no response (Produce with acks=0). header is the client's header; its
-// correlation id is replaced by this connection's.
+// correlation id is replaced by this connection's. body must stay unchanged
+// until the request is written, which is before its answer arrives.
+//
+// Send does not wait for the bytes to reach the socket: a broker reads a
+// connection's next request only after answering the previous one, so a
+// write can block for a whole produce; meanwhile the client's next request
+// is read and queued, ready the moment the broker wants it (writeLoop).
 func (bc *brokerConn) Send(key, version int16, header, body []byte, expectResponse bool) (*call, error) {
 	bc.writeMu.Lock()
 	defer bc.writeMu.Unlock()
@@ -179,9 +207,11 @@ func (bc *brokerConn) Send(key, version int16, header, body []byte, expectRespon
 	}
 	bc.nextCorr++
 	c := &call{key: key, version: version, corr: bc.nextCorr, done: make(chan struct{})}
-	hdr := protocol.WithCorrelationID(header, c.corr)
-	// Enqueue before writing: the reader may see the response before
-	// Send returns.
+	o := outgoing{key: key, hdr: protocol.WithCorrelationID(header, c.corr), body: body}
+	n := len(o.hdr) + len(body)
+	o.size[0], o.size[1], o.size[2], o.size[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	// Enqueue the call before the request: the reader may see the
+	// response before Send returns.
 	if expectResponse {
 		bc.inflight.Add(1)
 		select {
@@ -190,29 +220,49 @@ func (bc *brokerConn) Send(key, version int16, header, body []byte, expectRespon
 			return nil, bc.err
 		}
 	}
-	var size [4]byte
-	n := len(hdr) + len(body)
-	size[0], size[1], size[2], size[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
-	bc.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	_, err := bc.bw.Write(size[:])
-	if err == nil {
-		_, err = bc.bw.Write(hdr)
-	}
-	if err == nil {
-		_, err = bc.bw.Write(body)
-	}
-	if err == nil {
-		err = bc.bw.Flush()
-	}
-	if err != nil {
-		err = fmt.Errorf("write %s to %s: %w", kmsg.NameForKey(key), bc.who, err)
-		bc.close(err)
-		return nil, err
+	bc.unsent.Add(1)
+	select {
+	case bc.out <- o:
+	case <-bc.closed:
+		return nil, bc.err
 	}
 	if !expectResponse {
 		return nil, nil
 	}
 	return c, nil
+}
+
+// writeLoop writes queued requests in order, flushing whenever the queue
+// runs dry.
+func (bc *brokerConn) writeLoop() {
+	bw := bufio.NewWriterSize(bc.conn, 64<<10)
+	for {
+		var o outgoing
+		select {
+		case o = <-bc.out:
+		case <-bc.closed:
+			return
+		}
+		bc.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		_, err := bw.Write(o.size[:])
+		if err == nil {
+			_, err = bw.Write(o.hdr)
+		}
+		if err == nil {
+			_, err = bw.Write(o.body)
+		}
+		if err == nil && len(bc.out) == 0 {
+			err = bw.Flush()
+		}
+		if err != nil {
+			bc.close(fmt.Errorf("write %s to %s: %w", kmsg.NameForKey(o.key), bc.who, err))
+			return
+		}
+		bc.unsent.Add(-1)
+		if bc.closeIfRetiredAndIdle() {
+			return
+		}
+	}
 }
 
 func (bc *brokerConn) readLoop() {
@@ -271,12 +321,8 @@ func (bc *brokerConn) readLoop() {
 // answered counts one call answered and closes a retired connection whose
 // last call it was; it reports whether the connection closed.
 func (bc *brokerConn) answered() bool {
-	// Either this sees retired or retire sees the count at 0.
-	if bc.inflight.Add(-1) == 0 && bc.retired.Load() {
-		bc.close(errRetired)
-		return true
-	}
-	return false
+	bc.inflight.Add(-1)
+	return bc.closeIfRetiredAndIdle()
 }
 
 // plainResponseHeader peeks at the header of c's answer and reports its
