@@ -51,6 +51,10 @@ type brokerConn struct {
 	pending  chan *call
 	out      chan outgoing
 	unsent   atomic.Int32 // requests in out not yet written
+	// wmu serialises writes to bw: writeLoop's, and Send's own of a
+	// small request when nothing is queued.
+	wmu sync.Mutex
+	bw  *bufio.Writer
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -119,6 +123,7 @@ func dialBroker(ctx context.Context, up *Upstream, addr string, maxInFlight int,
 		maxResp: maxResp,
 		pending: make(chan *call, maxInFlight),
 		out:     make(chan outgoing, maxInFlight),
+		bw:      bufio.NewWriterSize(conn, 64<<10),
 		closed:  make(chan struct{}),
 	}
 	if lifetime > 0 {
@@ -220,11 +225,21 @@ func (bc *brokerConn) Send(key, version int16, header, body []byte, expectRespon
 			return nil, bc.err
 		}
 	}
-	bc.unsent.Add(1)
-	select {
-	case bc.out <- o:
-	case <-bc.closed:
-		return nil, bc.err
+	if n < inlineWriteMax && bc.unsent.Load() == 0 {
+		// Nothing queued ahead: a small request is written at once,
+		// sparing the hand-off to writeLoop (a goroutine wake-up, in
+		// the latency of every small produce). It fits the socket
+		// buffer, so the write does not wait for the broker.
+		if err := bc.write(o, true); err != nil {
+			return nil, err
+		}
+	} else {
+		bc.unsent.Add(1)
+		select {
+		case bc.out <- o:
+		case <-bc.closed:
+			return nil, bc.err
+		}
 	}
 	if !expectResponse {
 		return nil, nil
@@ -232,10 +247,13 @@ func (bc *brokerConn) Send(key, version int16, header, body []byte, expectRespon
 	return c, nil
 }
 
+// inlineWriteMax is the largest request Send writes itself when nothing
+// is queued.
+const inlineWriteMax = 64 << 10
+
 // writeLoop writes queued requests in order, flushing whenever the queue
 // runs dry.
 func (bc *brokerConn) writeLoop() {
-	bw := bufio.NewWriterSize(bc.conn, 64<<10)
 	for {
 		var o outgoing
 		select {
@@ -243,19 +261,7 @@ func (bc *brokerConn) writeLoop() {
 		case <-bc.closed:
 			return
 		}
-		bc.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		_, err := bw.Write(o.size[:])
-		if err == nil {
-			_, err = bw.Write(o.hdr)
-		}
-		if err == nil {
-			_, err = bw.Write(o.body)
-		}
-		if err == nil && len(bc.out) == 0 {
-			err = bw.Flush()
-		}
-		if err != nil {
-			bc.close(fmt.Errorf("write %s to %s: %w", kmsg.NameForKey(o.key), bc.who, err))
+		if bc.write(o, len(bc.out) == 0) != nil {
 			return
 		}
 		bc.unsent.Add(-1)
@@ -263,6 +269,29 @@ func (bc *brokerConn) writeLoop() {
 			return
 		}
 	}
+}
+
+// write writes one request (under wmu: Send and writeLoop both write) and
+// closes the connection when that fails.
+func (bc *brokerConn) write(o outgoing, flush bool) error {
+	bc.wmu.Lock()
+	defer bc.wmu.Unlock()
+	bc.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	_, err := bc.bw.Write(o.size[:])
+	if err == nil {
+		_, err = bc.bw.Write(o.hdr)
+	}
+	if err == nil {
+		_, err = bc.bw.Write(o.body)
+	}
+	if err == nil && flush {
+		err = bc.bw.Flush()
+	}
+	if err != nil {
+		err = fmt.Errorf("write %s to %s: %w", kmsg.NameForKey(o.key), bc.who, err)
+		bc.close(err)
+	}
+	return err
 }
 
 func (bc *brokerConn) readLoop() {
