@@ -72,11 +72,15 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		}
 		return calls[i].wait(ctx)
 	}
-	if c.p.target == nil && len(calls) == 1 && r.APIVersion <= maxCutThroughFetch {
+	if len(calls) == 1 && order[0].cluster == c.p.source && r.APIVersion <= maxCutThroughFetch {
 		// One source broker answers, in a version without leader hints:
 		// its answer needs no rewrite (session id 0 as asked, no
-		// preferred replica as no rack was sent) and may be cut through.
+		// preferred replica as no rack was sent) and may be cut through,
+		// unless its topic moves cluster first (waitFetchUnlessMoved).
 		c.streamable = calls[0]
+		if servedAtSend != nil {
+			c.streamMoved = func() bool { return c.p.anyMoved(split[order[0]], servedAtSend) }
+		}
 	}
 	return func(ctx context.Context) ([]byte, error) {
 		if len(calls) == 1 && order[0].cluster == c.p.source {
@@ -137,9 +141,19 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 // refresh metadata and fetch again, this time from the new cluster; the
 // late upstream answer is discarded.
 func (c *clientConn) waitFetchUnlessMoved(ctx context.Context, cl *call, topics []kmsg.FetchRequestTopic, servedAtSend map[string]bool, version int16) ([]byte, error) {
-	tick := time.NewTicker(50 * time.Millisecond)
+	tick := time.NewTicker(streamCheckInterval)
 	defer tick.Stop()
 	for {
+		select {
+		case <-cl.done:
+			return cl.wait(ctx)
+		default:
+		}
+		// Checked before the first wait too: a cut-through offer
+		// withdrawn because the topic moved lands here.
+		if c.p.anyMoved(topics, servedAtSend) {
+			return moved(topics, version), nil
+		}
 		select {
 		case <-cl.done:
 			return cl.wait(ctx)
@@ -147,12 +161,18 @@ func (c *clientConn) waitFetchUnlessMoved(ctx context.Context, cl *call, topics 
 			return nil, ctx.Err()
 		case <-tick.C:
 		}
-		for _, t := range topics {
-			if c.p.servedByTarget(t.Topic) != servedAtSend[t.Topic] {
-				return moved(topics, version), nil
-			}
+	}
+}
+
+// anyMoved reports whether a topic of topics changed cluster since the
+// fetch was sent.
+func (p *Proxy) anyMoved(topics []kmsg.FetchRequestTopic, servedAtSend map[string]bool) bool {
+	for _, t := range topics {
+		if p.servedByTarget(t.Topic) != servedAtSend[t.Topic] {
+			return true
 		}
 	}
+	return false
 }
 
 // moved answers every partition of topics NOT_LEADER_OR_FOLLOWER.

@@ -35,8 +35,10 @@ type pendingResponse struct {
 	frame []byte
 	// streamable, when set, is the one upstream call whose answer may be
 	// cut through to the client unchanged (cutthrough.go); finish then
-	// runs only if it was read into memory instead.
-	streamable *call
+	// runs only if it was read into memory instead. streamMoved, when
+	// set, says the answer is no longer wanted (its topic moved).
+	streamable  *call
+	streamMoved func() bool
 }
 
 // clientConn is one client connection. The reader goroutine parses requests
@@ -74,9 +76,11 @@ type clientConn struct {
 	// closeAfter, set by a handler on the reader goroutine, ends the
 	// connection once the answer of the request being handled is written.
 	closeAfter *closeAfterAnswer
-	// streamable, set by a handler on the reader goroutine, marks the
-	// request's answer as one that may be cut through (cutthrough.go).
-	streamable *call
+	// streamable and streamMoved, set by a handler on the reader
+	// goroutine, mark the request's answer as one that may be cut
+	// through (cutthrough.go).
+	streamable  *call
+	streamMoved func() bool
 }
 
 // javaClient reports whether the client is Apache Kafka's Java client.
@@ -230,9 +234,9 @@ func (c *clientConn) readLoop() error {
 		if pr.reserved, err = c.reserve(c.ctx, &req, len(frame)); err != nil {
 			return err
 		}
-		c.streamable = nil
+		c.streamable, c.streamMoved = nil, nil
 		pr.finish, err = h(c, &req)
-		pr.streamable = c.streamable
+		pr.streamable, pr.streamMoved = c.streamable, c.streamMoved
 		if err != nil {
 			if !isUpstreamError(err) {
 				c.release(pr.reserved) // nothing will answer it
@@ -353,11 +357,13 @@ func (c *clientConn) writeLoop() error {
 // memory instead (pr.finish then has it) or the call failed (pr.finish
 // then reports it).
 func (c *clientConn) writeStreamed(bw *bufio.Writer, pr *pendingResponse) (bool, error) {
-	s, err := pr.streamable.offerStream(c.ctx)
+	s, _, err := pr.streamable.offerStream(c.ctx, pr.streamMoved)
 	if err != nil {
 		return false, err
 	}
 	if s == nil {
+		// Read into memory, failed, or withdrawn because the topic
+		// moved: pr.finish answers as it would have.
 		return false, nil
 	}
 	hdr := protocol.AppendResponseHeader(nil, pr.req.CorrelationID, pr.req.APIKey, pr.req.APIVersion)

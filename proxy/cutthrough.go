@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 )
 
 // Cut-through answers. A fetch answer is most of what a proxy moves, and
@@ -67,18 +68,40 @@ func (s *bodyStream) copyTo(dst io.Writer) (int64, error) {
 
 // offerStream is the writer's side: wait for the call's answer, ready to
 // take it straight from the socket. It returns the stream, or nil when
-// the answer was read into memory (call.wait then has it).
-func (cl *call) offerStream(ctx context.Context) (*bodyStream, error) {
+// the answer was read into memory (call.wait then has it). moved, when
+// set, is asked every streamCheckInterval whether the answer is still
+// wanted; once it says no, the offer is withdrawn if the reader has not
+// taken it yet, and withdrawn is true (the answer, when it comes, is read
+// into memory and dropped by whoever waits for it).
+func (cl *call) offerStream(ctx context.Context, moved func() bool) (s *bodyStream, withdrawn bool, err error) {
 	cl.handover.CompareAndSwap(handoverIdle, handoverWaiting)
-	select {
-	case <-cl.done:
-		return cl.stream, nil
-	case <-ctx.Done():
-		// The connection is closing: the reader, blocked on a stream
-		// nobody will take, is freed when the upstream closes.
-		return nil, ctx.Err()
+	var tick <-chan time.Time
+	if moved != nil {
+		t := time.NewTicker(streamCheckInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-cl.done:
+			return cl.stream, false, nil
+		case <-ctx.Done():
+			// The connection is closing: the reader, blocked on a
+			// stream nobody will take, is freed when the upstream
+			// closes.
+			return nil, false, ctx.Err()
+		case <-tick:
+			if moved() && cl.handover.CompareAndSwap(handoverWaiting, handoverIdle) {
+				return nil, true, nil
+			}
+			// Still wanted, or the reader took it: the stream comes.
+		}
 	}
 }
+
+// streamCheckInterval is how often a waiting writer asks whether a fetch's
+// topics moved cluster (waitFetchUnlessMoved's pace).
+const streamCheckInterval = 50 * time.Millisecond
 
 // handOver is the reader's side for an answer of size bytes whose header,
 // hlen bytes, br holds: when the writer waits for it, it streams the body
