@@ -7,11 +7,14 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/kmigrate/kmigrate/offsetsync"
 	"github.com/kmigrate/kmigrate/protocol"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -208,4 +211,115 @@ func TestFetchCutThroughPipelined(t *testing.T) {
 		t.Fatalf("answer carries no records (err %v): the test proves nothing", err)
 	}
 	t.Logf("%d answers identical; %.0f bytes cut through", fetches, testutil.ToFloat64(p.metrics.cutThrough))
+}
+
+// flippableRouting serves every group on the source and topic "t" where
+// primary says.
+type flippableRouting struct{ primary atomic.Value }
+
+func (r *flippableRouting) GroupPhase(string) string { return "source" }
+func (r *flippableRouting) TopicPrimary(topic string) string {
+	if topic != "t" {
+		return primarySource
+	}
+	return r.primary.Load().(string)
+}
+func (r *flippableRouting) TopicEpoch(string) uint64 { return 0 }
+
+type noMaps struct{}
+
+func (noMaps) OffsetMap(string, int32) offsetsync.OffsetMap { return nil }
+
+// TestFetchCutThroughWithdrawnWhenTopicMoves long-polls a source fetch
+// that waits, offered for cut-through, when its topic flips to the
+// target: the client must get NOT_LEADER_OR_FOLLOWER at once rather than
+// after the long poll, and the upstream connection must stay in step (the
+// late answer is read and dropped) for the next fetch, which is cut through.
+func TestFetchCutThroughWithdrawnWhenTopicMoves(t *testing.T) {
+	const n = 200
+	fake, _ := startOneBrokerProxy(t, Config{}, n) // the source, with records
+	target, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	routing := &flippableRouting{}
+	routing.primary.Store(primarySource)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p, err := Start(ctx, Config{
+		Listen: "127.0.0.1:0", NodeID: 7, Metrics: NewMetrics(nil),
+		Source:  Upstream{Bootstrap: fake.ListenAddrs()},
+		Target:  &Upstream{Bootstrap: target.ListenAddrs()},
+		Routing: routing, Maps: noMaps{},
+		Covered: func(context.Context, string, int32, int64) error { return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+
+	conn, err := net.DialTimeout("tcp", p.Addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(conn)
+	corr := int32(0)
+	fetch := func(offset int64, maxWait int32) (*kmsg.FetchResponse, time.Duration) {
+		req := kmsg.NewPtrFetchRequest()
+		req.Version = 12 // the highest served with a target
+		req.MaxBytes, req.MinBytes, req.MaxWaitMillis = 1<<20, 1, maxWait
+		ft := kmsg.NewFetchRequestTopic()
+		ft.Topic = "t"
+		fp := kmsg.NewFetchRequestTopicPartition()
+		fp.Partition, fp.FetchOffset, fp.PartitionMaxBytes = 0, offset, 1<<20
+		ft.Partitions = append(ft.Partitions, fp)
+		req.Topics = append(req.Topics, ft)
+		corr++
+		start := time.Now()
+		if _, err := conn.Write(protocol.AppendFrame(nil, req.AppendTo(protocol.AppendRequestHeader(nil, req.Key(), req.Version, corr, "withdraw-test")))); err != nil {
+			t.Fatal(err)
+		}
+		frame, err := protocol.ReadFrame(br, 64<<20)
+		if err != nil {
+			t.Fatalf("fetch at %d: %v", offset, err)
+		}
+		took := time.Since(start)
+		hlen, _ := protocol.ResponseHeaderLen(frame, req.Key(), req.Version)
+		resp := kmsg.NewPtrFetchResponse()
+		resp.Version = req.Version
+		if err := resp.ReadFrom(frame[hlen:]); err != nil {
+			t.Fatalf("fetch at %d: decoding the answer: %v", offset, err)
+		}
+		return resp, took
+	}
+
+	first, _ := fetch(0, 0)
+	hw := first.Topics[0].Partitions[0].HighWatermark
+	if hw == 0 || len(first.Topics[0].Partitions[0].RecordBatches) == 0 {
+		t.Fatalf("partition 0 has no records (high watermark %d): the test proves nothing", hw)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		routing.primary.Store(primaryTarget)
+	}()
+	moved, took := fetch(hw, 4000) // long-polls at the end until the flip
+	if code := moved.Topics[0].Partitions[0].ErrorCode; code != kerr.NotLeaderForPartition.Code {
+		t.Fatalf("fetch outliving the flip got error code %d, want NOT_LEADER_OR_FOLLOWER", code)
+	}
+	if took > 2*time.Second {
+		t.Fatalf("fetch outliving the flip answered after %v: the withdrawn offer waited for the long poll", took)
+	}
+	routing.primary.Store(primarySource)
+	before := testutil.ToFloat64(p.metrics.cutThrough)
+	again, _ := fetch(0, 0) // queued upstream behind the dropped long poll
+	if !bytes.Equal(again.Topics[0].Partitions[0].RecordBatches, first.Topics[0].Partitions[0].RecordBatches) {
+		t.Fatal("the fetch after a withdrawn offer got other records than the first: the upstream connection is out of step")
+	}
+	if testutil.ToFloat64(p.metrics.cutThrough) == before {
+		t.Fatal("the fetch after the withdrawn offer was not cut through")
+	}
+	t.Logf("moved answer after %v", took)
 }
