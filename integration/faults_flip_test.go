@@ -174,7 +174,7 @@ func testFaultBrokerKilled(t *testing.T, side string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	const history = 150_000
+	const history = 100_000
 	writeSeqHistory(t, ctx, src.Bootstrap(), backfill, history)
 	proxy := proxytest.Start(t, "--log-level", "info", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(),
 		"--topics", regexp.QuoteMeta(base)+"-.*", "--data-dir", t.TempDir())
@@ -200,9 +200,9 @@ func testFaultBrokerKilled(t *testing.T, side string) {
 		cons := newSeqConsumer(t, ctx, proxy.Addr, backfill, uniqueName(t, "group"))
 		defer cons.stop()
 		var copied int64
-		waitFor(t, ctx, "the mirror to copy a tenth of the history", func() bool {
+		waitFor(t, ctx, "the mirror to copy a twentieth of the history", func() bool {
 			copied = targetTotal(ctx, dst.Bootstrap(), backfill)
-			return copied >= history/10
+			return copied >= history/20
 		})
 		if copied >= history*9/10 {
 			t.Fatalf("the mirror had copied %d of %d records before the kill: it missed the backfill", copied, history)

@@ -224,6 +224,23 @@ func (c *clientConn) mapProducers(ctx context.Context, to *cluster, topics []kms
 					return nil, asUpstreamError(err)
 				}
 				mp.mu.Lock()
+				_, based := mp.base[pt.Partition]
+				mp.mu.Unlock()
+				if !based && to == c.p.target && len(batches) == 1 && c.onSourceAlready(ctx, t.Topic, pt.Partition, b) {
+					// A retry of a batch the source wrote before the flip
+					// but whose answer the client never got (the source
+					// died, the request timed out): the mirror copied it
+					// already, and sent to the target under the mapped id
+					// it would be written a second time. Answered as a
+					// broker answers a duplicate it can no longer place,
+					// which clients take as success. Found by
+					// integration.TestFaultSourceBrokerKilled (the source
+					// killed while a topic flip held produces: one record
+					// twice in the target log).
+					refuse(t.Topic, pt.Partition, kerr.DuplicateSequenceNumber.Code)
+					break
+				}
+				mp.mu.Lock()
 				base, ok := mp.base[pt.Partition]
 				if !ok {
 					base = b.BaseSequence()
@@ -236,6 +253,65 @@ func (c *clientConn) mapProducers(ctx context.Context, to *cluster, topics []kms
 		}
 	}
 	return refused, nil
+}
+
+// onSourceAlready reports whether the source holds batch b of a client's
+// idempotent producer, bound for the target as the first batch of that
+// producer on the partition since the topic flipped: the source's producer
+// state (DescribeProducers on the partition's leader) has a last sequence
+// at or past the batch's for the same id and epoch. Only the client's own
+// id is looked up, so this covers the first flip, not a batch retried
+// across a rollback and a second flip. When the source cannot tell (down,
+// too old), the batch goes to the target as before, with a warning.
+func (c *clientConn) onSourceAlready(ctx context.Context, topic string, partition int32, b protocol.Batch) bool {
+	first, n := b.BaseSequence(), b.LastOffsetDelta()
+	last := first + n
+	if first < 0 || last < first {
+		return false // no sequence, or one that wraps: nothing to compare
+	}
+	src := c.p.source
+	_, max, ok := src.supports(61)
+	if !ok {
+		return false
+	}
+	req := kmsg.NewPtrDescribeProducersRequest()
+	req.Version = min16(max, req.MaxVersion())
+	rt := kmsg.NewDescribeProducersRequestTopic()
+	rt.Topic, rt.Partitions = topic, []int32{partition}
+	req.Topics = append(req.Topics, rt)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	warn := func(err error) bool {
+		warnOnce.warn(c.log, "cannot ask the source whether a producer's first batch since the flip is a retry of one it holds; sending it to the target",
+			"topic", topic, "partition", partition, "producer_id", b.ProducerID(), "err", err)
+		return false
+	}
+	bc, err := c.upstream(src, src.leader(ctx, topic, partition))
+	if err != nil {
+		return warn(err)
+	}
+	raw, err := bc.roundTrip(ctx, req)
+	if err != nil {
+		return warn(err)
+	}
+	for _, t := range raw.(*kmsg.DescribeProducersResponse).Topics {
+		for _, p := range t.Partitions {
+			if t.Topic != topic || p.Partition != partition {
+				continue
+			}
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				return warn(err)
+			}
+			for _, ap := range p.ActiveProducers {
+				if ap.ProducerID == b.ProducerID() && ap.ProducerEpoch == int32(b.ProducerEpoch()) && ap.LastSequence >= last {
+					c.log.Info("dropped a retried batch the source holds since before the topic flip", "topic", topic, "partition", partition,
+						"producer_id", ap.ProducerID, "sequence", first, "source_last_sequence", ap.LastSequence)
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // mapOf is the offset map of a partition served by the target.
