@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"sort"
@@ -98,7 +99,7 @@ func flipThroughFault(t *testing.T, ctx context.Context, kind, name string, flip
 	if r.err != nil {
 		f.first += " (" + lastError(r.out) + ")"
 	}
-	t.Logf("%s flip of %s: %s at the fault; the interrupted command: %s", kind, name, f.phaseAtFault, f.first)
+	t.Logf("%s flip of %s: %s at the fault; the interrupted command: %s\n%s", kind, name, f.phaseAtFault, f.first, strings.TrimSpace(r.out))
 	f.outcome = "completed"
 	if r.err != nil {
 		start := time.Now()
@@ -112,15 +113,29 @@ func flipThroughFault(t *testing.T, ctx context.Context, kind, name string, flip
 	return f
 }
 
-// lastError is the gist of a failed command's output: the error comes after
-// the progress lines, each cause after a ": ".
+// lastError is the gist of a failed command's output: the admin API's
+// error (a JSON answer at the end of the last line), its first clause and
+// its last cause.
 func lastError(out string) string {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	msg := lines[len(lines)-1]
-	if i := strings.LastIndex(msg, ": "); i >= 0 {
-		msg = msg[i+2:]
+	if i := strings.Index(msg, `{"error":`); i >= 0 {
+		var ans struct{ Error string }
+		if json.Unmarshal([]byte(msg[i:]), &ans) == nil && ans.Error != "" {
+			msg = ans.Error
+		}
 	}
-	return msg
+	first, last := msg, msg
+	if i := strings.Index(msg, ": "); i >= 0 {
+		first = msg[:i]
+	}
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		last = msg[i+2:]
+	}
+	if first == last {
+		return last
+	}
+	return first + " … " + last
 }
 
 // writeSeqHistory writes records 0..n-1 (seqProducer's form) straight to a
