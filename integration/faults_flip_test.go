@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -14,11 +15,16 @@ import (
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/kmigrate/kmigrate/internal/faultrow"
 	"github.com/kmigrate/kmigrate/internal/kafkatest"
 	"github.com/kmigrate/kmigrate/internal/proxytest"
+	"github.com/kmigrate/kmigrate/protocol"
 )
 
 // The fault tests of this file inject a fault at a chosen point of a
@@ -545,4 +551,130 @@ func TestFaultControlPlaneDuringFlips(t *testing.T) {
 		row.Recovered(prodPause, "the producer's longest pause")
 		row.Outcome("killed while %s; the interrupted command: %s; %s; %s", f.phaseAtFault, f.first, f.outcome, counts)
 	})
+}
+
+// seqBatch encodes one uncompressed v2 record batch of an idempotent
+// producer holding the records first..first+n-1 (seqProducer's values), as
+// a client would send it with base sequence first.
+func seqBatch(pid int64, epoch int16, first, n int) []byte {
+	var recs []byte
+	for i := 0; i < n; i++ {
+		v := []byte(strconv.Itoa(first + i))
+		var body []byte
+		body = append(body, 0)                          // attributes
+		body = binary.AppendVarint(body, 0)             // timestamp delta
+		body = binary.AppendVarint(body, int64(i))      // offset delta
+		body = binary.AppendVarint(body, -1)            // null key
+		body = binary.AppendVarint(body, int64(len(v))) // value
+		body = append(body, v...)                       //
+		body = binary.AppendVarint(body, 0)             // no headers
+		recs = append(binary.AppendVarint(recs, int64(len(body))), body...)
+	}
+	now := time.Now().UnixMilli()
+	b := binary.BigEndian.AppendUint64(nil, 0) // base offset
+	b = binary.BigEndian.AppendUint32(b, uint32(49+len(recs)))
+	b = binary.BigEndian.AppendUint32(b, 0xffffffff) // partition leader epoch
+	b = append(b, 2)                                 // magic
+	b = binary.BigEndian.AppendUint32(b, 0)          // CRC, set below
+	b = binary.BigEndian.AppendUint16(b, 0)          // attributes
+	b = binary.BigEndian.AppendUint32(b, uint32(n-1))
+	b = binary.BigEndian.AppendUint64(b, uint64(now))
+	b = binary.BigEndian.AppendUint64(b, uint64(now))
+	b = binary.BigEndian.AppendUint64(b, 0) // producer id, epoch, sequence: below
+	b = binary.BigEndian.AppendUint16(b, 0)
+	b = binary.BigEndian.AppendUint32(b, 0)
+	b = binary.BigEndian.AppendUint32(b, uint32(n))
+	b = append(b, recs...)
+	protocol.Batch(b).SetProducer(pid, epoch, int32(first)) // and the CRC
+	return b
+}
+
+// TestTopicFlipRetriedBatch is the regression test of what
+// TestFaultSourceBrokerKilled found: a batch the source wrote but whose
+// answer the client never got, retried after the topic flipped, must not
+// be written to the target a second time. An idempotent producer's batch
+// 5..9 is written straight to the source (the answer "lost"), the topic
+// flips, and the same batch comes through the proxy: it is answered as a
+// duplicate, and the next batch lands once; the target log holds 0..14
+// once, in order.
+func TestTopicFlipRetriedBatch(t *testing.T) {
+	src, dst := cluster(t), target.Get(t)
+	topic := uniqueName(t, "topic")
+	createTopicOn(t, src.Bootstrap(), topic, 1)
+	proxy := proxytest.Start(t, "--log-level", "info", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(),
+		"--topics", regexp.QuoteMeta(topic), "--data-dir", t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	through, err := kgo.NewClient(kgo.SeedBrokers(proxy.Addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer through.Close()
+	// Produce v13 names topics by id; the request here names it.
+	direct, err := kgo.NewClient(kgo.SeedBrokers(src.Bootstrap()), kgo.MaxVersions(kversion.V3_6_0()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	init := kmsg.NewPtrInitProducerIDRequest()
+	init.ProducerID, init.ProducerEpoch = -1, -1
+	ir, err := init.RequestWith(ctx, through)
+	if err == nil {
+		err = kerr.ErrorForCode(ir.ErrorCode)
+	}
+	if err != nil {
+		t.Fatalf("init producer id through the proxy: %v", err)
+	}
+	produce := func(cl *kgo.Client, first int) int16 {
+		t.Helper()
+		req := kmsg.NewPtrProduceRequest()
+		req.Acks, req.TimeoutMillis = -1, 10_000
+		rt := kmsg.NewProduceRequestTopic()
+		rt.Topic = topic
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Records = seqBatch(ir.ProducerID, ir.ProducerEpoch, first, 5)
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			t.Fatalf("produce %d..%d: %v", first, first+4, err)
+		}
+		return resp.Topics[0].Partitions[0].ErrorCode
+	}
+	if code := produce(through, 0); code != 0 {
+		t.Fatalf("produce 0..4 through the proxy: %v", kerr.ErrorForCode(code))
+	}
+	if code := produce(direct, 5); code != 0 { // the answer the client "never got"
+		t.Fatalf("produce 5..9 to the source: %v", kerr.ErrorForCode(code))
+	}
+	waitFor(t, ctx, "the mirror to copy 0..9 (kmigrate verify passes)", func() bool {
+		_, err := proxy.CLI(t, "verify", "--topic", topic, "--records", "0")
+		return err == nil && targetTotal(ctx, dst.Bootstrap(), topic) == 10
+	})
+	if out, err := proxy.CLI(t, "cutover", "topic", topic); err != nil {
+		t.Fatalf("cutover topic: %v\n%s", err, out)
+	}
+	code := produce(through, 5) // the client's retry, after the flip
+	if code != 0 && code != kerr.DuplicateSequenceNumber.Code {
+		t.Fatalf("the retried batch 5..9 after the flip: %v; want success or DUPLICATE_SEQUENCE_NUMBER", kerr.ErrorForCode(code))
+	}
+	if code := produce(through, 10); code != 0 {
+		t.Fatalf("produce 10..14 after the flip: %v", kerr.ErrorForCode(code))
+	}
+	waitFor(t, ctx, "the target to hold 10..14", func() bool { return targetTotal(ctx, dst.Bootstrap(), topic) >= 15 })
+	cl, err := kgo.NewClient(kgo.SeedBrokers(dst.Bootstrap()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := readAll(t, ctx, dst.Bootstrap(), topic, ends)
+	lost, dup, reordered := countDeliveries(log, 15)
+	t.Logf("the retried batch was answered %v; target log: %d records, %d lost, %d duplicated, %d reordered", kerr.ErrorForCode(code), len(log), lost, dup, reordered)
+	if lost != 0 || dup != 0 || reordered != 0 || len(log) != 15 {
+		t.Fatalf("target log: %d records, %d lost, %d duplicated, %d reordered; want 0..14 once, in order", len(log), lost, dup, reordered)
+	}
 }
