@@ -351,17 +351,28 @@ func (f *raftFleet) view(id string) (leader string, live int) {
 // voters, and returns the leader and the two followers.
 func (f *raftFleet) waitLeader(ctx context.Context) (leader string, followers []string) {
 	f.t.Helper()
-	waitFor(f.t, ctx, "three live voters agreeing on a leader", func() bool {
-		leader = ""
-		for id := range f.nodes {
+	var last string
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		leader, last = "", ""
+		agreed := true
+		for _, id := range []string{"v1", "v2", "v3"} {
 			l, live := f.view(id)
+			last += fmt.Sprintf(" %s: leader %q, %d live voters;", id, l, live)
 			if l == "" || live < 3 || (leader != "" && l != leader) {
-				return false
+				agreed = false
 			}
 			leader = l
 		}
-		return f.nodes[leader] != nil
-	})
+		if agreed && f.nodes[leader] != nil {
+			break
+		}
+		if wctx.Err() != nil {
+			f.t.Fatalf("no three live voters agreeing on a leader after 30 s:%s", last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	for _, id := range []string{"v1", "v2", "v3"} {
 		if id != leader {
 			followers = append(followers, id)
@@ -525,8 +536,9 @@ func TestFaultControlPlaneDuringFlips(t *testing.T) {
 			func() { killed = time.Now(); fleet.nodes[victim].Kill9() }, nil)
 		prodPause, _ := w.prod.pauseAround(killed, f.settled)
 		counts := finishWork(t, w)
-		// Back from its data dir, for the next case's quorum.
-		fleet.nodes[victim] = proxytest.Start(t, fleet.args[victim]...)
+		// Back from its data dir, for the next case's quorum; a process
+		// of the whole test, not of this case.
+		fleet.nodes[victim] = proxytest.Start(fleet.t, fleet.args[victim]...)
 		row.Recovered(f.settled, "kill → topic on the target")
 		row.Recovered(prodPause, "the producer's longest pause")
 		row.Outcome("killed while %s, writer of partitions %v; the interrupted command: %s; %s; %s", f.phaseAtFault, owned, f.first, f.outcome, counts)
@@ -592,11 +604,14 @@ func seqBatch(pid int64, epoch int16, first, n int) []byte {
 // TestTopicFlipRetriedBatch is the regression test of what
 // TestFaultSourceBrokerKilled found: a batch the source wrote but whose
 // answer the client never got, retried after the topic flipped, must not
-// be written to the target a second time. An idempotent producer's batch
-// 5..9 is written straight to the source (the answer "lost"), the topic
-// flips, and the same batch comes through the proxy: it is answered as a
-// duplicate, and the next batch lands once; the target log holds 0..14
-// once, in order.
+// be written to the target a second time; and what
+// TestFaultControlPlaneDuringFlips found: a batch whose predecessor was
+// answered with an error must not be written ahead of it. An idempotent
+// producer's batch 5..9 is written straight to the source (the answer
+// "lost"), the topic flips, and the same batch comes through the proxy: it
+// is answered as a duplicate. Then 15..19 comes before 10..14: refused
+// (retriable), and both land once, in order, when sent in order; the
+// target log holds 0..19 once, in order.
 func TestTopicFlipRetriedBatch(t *testing.T) {
 	src, dst := cluster(t), target.Get(t)
 	topic := uniqueName(t, "topic")
@@ -658,10 +673,18 @@ func TestTopicFlipRetriedBatch(t *testing.T) {
 	if code != 0 && code != kerr.DuplicateSequenceNumber.Code {
 		t.Fatalf("the retried batch 5..9 after the flip: %v; want success or DUPLICATE_SEQUENCE_NUMBER", kerr.ErrorForCode(code))
 	}
-	if code := produce(through, 10); code != 0 {
-		t.Fatalf("produce 10..14 after the flip: %v", kerr.ErrorForCode(code))
+	// A batch ahead of its predecessor (which a node answered with an
+	// error) must not become the target's first: refused, retriably.
+	early := produce(through, 15)
+	if early != kerr.NotLeaderForPartition.Code {
+		t.Errorf("batch 15..19 sent before 10..14 after the flip: %v; want NOT_LEADER_OR_FOLLOWER (it must come after 10..14)", kerr.ErrorForCode(early))
 	}
-	waitFor(t, ctx, "the target to hold 10..14", func() bool { return targetTotal(ctx, dst.Bootstrap(), topic) >= 15 })
+	for _, first := range []int{10, 15} {
+		if code := produce(through, first); code != 0 {
+			t.Fatalf("produce %d..%d after the flip: %v", first, first+4, kerr.ErrorForCode(code))
+		}
+	}
+	waitFor(t, ctx, "the target to hold 10..19", func() bool { return targetTotal(ctx, dst.Bootstrap(), topic) >= 20 })
 	cl, err := kgo.NewClient(kgo.SeedBrokers(dst.Bootstrap()))
 	if err != nil {
 		t.Fatal(err)
@@ -672,9 +695,10 @@ func TestTopicFlipRetriedBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := readAll(t, ctx, dst.Bootstrap(), topic, ends)
-	lost, dup, reordered := countDeliveries(log, 15)
-	t.Logf("the retried batch was answered %v; target log: %d records, %d lost, %d duplicated, %d reordered", kerr.ErrorForCode(code), len(log), lost, dup, reordered)
-	if lost != 0 || dup != 0 || reordered != 0 || len(log) != 15 {
-		t.Fatalf("target log: %d records, %d lost, %d duplicated, %d reordered; want 0..14 once, in order", len(log), lost, dup, reordered)
+	lost, dup, reordered := countDeliveries(log, 20)
+	t.Logf("the retried batch was answered %v, the early one %v; target log: %d records, %d lost, %d duplicated, %d reordered",
+		kerr.ErrorForCode(code), kerr.ErrorForCode(early), len(log), lost, dup, reordered)
+	if lost != 0 || dup != 0 || reordered != 0 || len(log) != 20 {
+		t.Fatalf("target log: %d records, %d lost, %d duplicated, %d reordered; want 0..19 once, in order", len(log), lost, dup, reordered)
 	}
 }
