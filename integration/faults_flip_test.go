@@ -195,7 +195,7 @@ func testFaultBrokerKilled(t *testing.T, side string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	const history = 100_000
+	const history = 50_000
 	writeSeqHistory(t, ctx, src.Bootstrap(), backfill, history)
 	proxy := proxytest.Start(t, "--log-level", "info", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(),
 		"--topics", regexp.QuoteMeta(base)+"-.*", "--data-dir", t.TempDir())
@@ -262,7 +262,7 @@ func testFaultBrokerKilled(t *testing.T, side string) {
 		killed := time.Now()
 		f := flipThroughFault(t, ctx, "group", group, proxy, proxy.Admin, func() { killed = time.Now(); restart = crash(t) }, nil)
 		n, p := cons.count(), prod.acked()
-		waitFor(t, ctx, "produce and consume after the flip", func() bool { return cons.count() > n+1000 && prod.acked() > p+1000 })
+		waitFor(t, ctx, "produce and consume after the flip", func() bool { return cons.count() > n+500 && prod.acked() > p+500 })
 		pause := pauseAround(cons.snapshot(), killed, f.settled)
 		counts := finishAndCountAtLeastOnce(t, ctx, prod, cons, dst.Bootstrap(), grouped)
 		row.Recovered(f.settled, fmt.Sprintf("kill → group on the target; the broker's restart took %s", faultrow.FormatDuration(restart)))
@@ -284,7 +284,7 @@ func testFaultBrokerKilled(t *testing.T, side string) {
 		killed := time.Now()
 		f := flipThroughFault(t, ctx, "topic", flipped, proxy, proxy.Admin, func() { killed = time.Now(); restart = crash(t) }, nil)
 		n, p := cons.count(), prod.acked()
-		waitFor(t, ctx, "produce and consume after the flip", func() bool { return cons.count() > n+1000 && prod.acked() > p+1000 })
+		waitFor(t, ctx, "produce and consume after the flip", func() bool { return cons.count() > n+500 && prod.acked() > p+500 })
 		prodPause, _ := prod.pauseAround(killed, f.settled)
 		counts := finishAndCountAtLeastOnce(t, ctx, prod, cons, dst.Bootstrap(), flipped)
 		row.Recovered(f.settled, fmt.Sprintf("kill → topic on the target; the broker's restart took %s", faultrow.FormatDuration(restart)))
@@ -403,7 +403,7 @@ func (f *raftFleet) writers(id, topic string) map[int32]string {
 // TestFaultControlPlaneDuringFlips: three raft voters, every one a proxy
 // and a mirror writer, their raft traffic through toxiproxy. Four cases,
 // each with its own topic, group and clients: a follower voter cut off
-// from the others (its raft link down 6 s, past the 4 s after which the
+// from the others (its raft link down 5 s, past the 4 s after which the
 // leader declares it dead) while a group flip drains and while a topic flip
 // holds produces, the group's and producer's clients on that voter; the
 // node writing some of the flipping topic's partitions killed (kill -9)
@@ -459,10 +459,10 @@ func TestFaultControlPlaneDuringFlips(t *testing.T) {
 	finishWork := func(t *testing.T, w workload) deliveryCounts {
 		t.Helper()
 		n, p := w.cons.count(), w.prod.acked()
-		waitFor(t, ctx, "produce and consume after the flip", func() bool { return w.cons.count() > n+1000 && w.prod.acked() > p+1000 })
+		waitFor(t, ctx, "produce and consume after the flip", func() bool { return w.cons.count() > n+500 && w.prod.acked() > p+500 })
 		return finishAndCount(t, ctx, w.prod, w.cons, dst.Bootstrap(), w.topic)
 	}
-	const cutFor = 6 * time.Second
+	const cutFor = 5 * time.Second
 
 	for _, kind := range []string{"group", "topic"} {
 		t.Run("voter cut during a "+kind+" flip", func(t *testing.T) {
