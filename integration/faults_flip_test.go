@@ -613,6 +613,7 @@ func seqBatch(pid int64, epoch int16, first, n int) []byte {
 // (retriable), and both land once, in order, when sent in order; the
 // target log holds 0..19 once, in order.
 func TestTopicFlipRetriedBatch(t *testing.T) {
+	row := faultrow.New(t, "a produce's answer lost before a topic flip (the batch on the source), the batch retried after the flip; then a batch sent ahead of its predecessor (raw idempotent batches, deterministic)")
 	src, dst := cluster(t), target.Get(t)
 	topic := uniqueName(t, "topic")
 	createTopicOn(t, src.Bootstrap(), topic, 1)
@@ -698,6 +699,14 @@ func TestTopicFlipRetriedBatch(t *testing.T) {
 	lost, dup, reordered := countDeliveries(log, 20)
 	t.Logf("the retried batch was answered %v, the early one %v; target log: %d records, %d lost, %d duplicated, %d reordered",
 		kerr.ErrorForCode(code), kerr.ErrorForCode(early), len(log), lost, dup, reordered)
+	codeName := func(c int16) string {
+		if e, ok := kerr.ErrorForCode(c).(*kerr.Error); ok {
+			return e.Message
+		}
+		return fmt.Sprintf("code %d", c)
+	}
+	row.Outcome("the retry answered %s, the early batch %s (then sent after its predecessor); target log: %d records, %d lost, %d duplicated, %d reordered",
+		codeName(code), codeName(early), len(log), lost, dup, reordered)
 	if lost != 0 || dup != 0 || reordered != 0 || len(log) != 20 {
 		t.Fatalf("target log: %d records, %d lost, %d duplicated, %d reordered; want 0..19 once, in order", len(log), lost, dup, reordered)
 	}
