@@ -700,6 +700,9 @@ func TestTopicFlipRetriedBatch(t *testing.T) {
 	t.Logf("the retried batch was answered %v, the early one %v; target log: %d records, %d lost, %d duplicated, %d reordered",
 		kerr.ErrorForCode(code), kerr.ErrorForCode(early), len(log), lost, dup, reordered)
 	codeName := func(c int16) string {
+		if c == 0 {
+			return "success"
+		}
 		if e, ok := kerr.ErrorForCode(c).(*kerr.Error); ok {
 			return e.Message
 		}
