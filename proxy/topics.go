@@ -231,7 +231,7 @@ func (c *clientConn) mapProducers(ctx context.Context, to *cluster, topics []kms
 				mp.mu.Lock()
 				_, based := mp.base[pt.Partition]
 				mp.mu.Unlock()
-				if !based && to == c.p.target && len(batches) == 1 {
+				if !based && to == c.p.target && len(batches) == 1 && sourceEraUnmapped(era) {
 					// The first batch of this producer on the partition
 					// since the flip becomes sequence 0 on the target, so it
 					// must be the one that follows what the source holds:
@@ -293,6 +293,13 @@ func (c *clientConn) mapProducers(ctx context.Context, to *cluster, topics []kms
 	}
 	return refused, nil
 }
+
+// sourceEraUnmapped says whether the topic's last stay on the source, two
+// route changes before era (source → draining → target), wrote under the
+// clients' own producer ids (needsProducerMapping maps them from epoch 4
+// on): only then does the source's producer state speak of the ids the
+// clients send, rather than of what they sent before a rollback.
+func sourceEraUnmapped(era uint64) bool { return era >= 2 && era < 4+2 }
 
 // sourceNextSequence is the sequence the source expects next from batch
 // b's producer (its id and epoch) on a partition: one past the last it
