@@ -28,7 +28,9 @@ test: deps vet
 # was skipped. Kept under 20 minutes on 2 cores; docs/reliability.md
 # records the table as measured.
 FAULTS_DIR         ?= $(or $(TMPDIR),/tmp)/kmigrate-faults
-FAULTS_INTEGRATION := TestBrokerRestart|TestTopicFlipNodeKilledMidFlip|TestMigrationFranzGo|TestTopicCutoverTwoNodes|TestFault
+# TestFault matches every TestFault* test (TestFaultSourceBrokerKilled,
+# TestFaultTargetBrokerKilled, TestFaultControlPlaneDuringFlips, ...).
+FAULTS_INTEGRATION := TestBrokerRestart|TestTopicFlipNodeKilledMidFlip|TestTopicFlipRetriedBatch|TestMigrationFranzGo|TestTopicCutoverTwoNodes|TestFault
 FAULTS_MIRROR      := TestKill9WhileMirroring|TestTargetOutage|TestWriterMovesAfterKill9
 test-faults: deps
 	@rm -rf $(FAULTS_DIR) && mkdir -p $(FAULTS_DIR)

@@ -148,11 +148,27 @@ func TestMigrationFranzGo(t *testing.T) {
 // countDeliveries counts sequence numbers 0..sent-1 never delivered, the
 // extra deliveries, and first deliveries out of offset order per partition.
 func countDeliveries(got []consumed, sent int) (lost, dup, reordered int) {
+	lost, dup, reordered, _ = countRedeliveries(got, sent, nil)
+	return lost, dup, reordered
+}
+
+// countRedeliveries is countDeliveries for a consumer whose commits could
+// fail (its group coordinator's broker was killed): an extra delivery of a
+// record in uncommitted (delivered by a poll whose commit, or a later one
+// before any success, failed) is the client's at-least-once redelivery and
+// counts as retried, not duplicated. Redelivery of a committed record is
+// still caught by the consumer's "again after a commit" count.
+func countRedeliveries(got []consumed, sent int, uncommitted map[int]bool) (lost, dup, reordered, retried int) {
 	seen := make(map[int]int, sent)
 	last := map[int32]int64{}
 	lastSeq := map[int32]int{}
 	for _, c := range got {
 		seen[c.seq]++
+		if seen[c.seq] > 1 && uncommitted[c.seq] {
+			retried++
+			seen[c.seq]--
+			continue
+		}
 		if seen[c.seq] == 1 {
 			if l, ok := last[c.partition]; ok && c.offset <= l {
 				reordered++
@@ -170,7 +186,7 @@ func countDeliveries(got []consumed, sent int) (lost, dup, reordered int) {
 			dup += n - 1
 		}
 	}
-	return lost, dup, reordered
+	return lost, dup, reordered, retried
 }
 
 // logDuplicates shows the first records delivered twice: where and when.
@@ -321,6 +337,11 @@ type seqConsumer struct {
 	committed   map[int32]int64
 	afterCommit int
 	stopped     bool
+	// sinceCommit are the sequence numbers delivered since the last
+	// successful commit; when a commit fails they join uncommitted: the
+	// group may deliver them again (at least once), unlike a committed one.
+	sinceCommit []int
+	uncommitted map[int]bool
 }
 
 func newSeqConsumer(t *testing.T, ctx context.Context, addr, topic, group string, extra ...kgo.Opt) *seqConsumer {
@@ -330,7 +351,7 @@ func newSeqConsumer(t *testing.T, ctx context.Context, addr, topic, group string
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &seqConsumer{cl: cl, done: make(chan struct{}), committed: map[int32]int64{}}
+	c := &seqConsumer{cl: cl, done: make(chan struct{}), committed: map[int32]int64{}, uncommitted: map[int]bool{}}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -349,6 +370,7 @@ func newSeqConsumer(t *testing.T, ctx context.Context, addr, topic, group string
 			fs.EachRecord(func(r *kgo.Record) {
 				seq, _ := strconv.Atoi(string(r.Value))
 				c.got = append(c.got, consumed{r.Partition, r.Offset, seq, now})
+				c.sinceCommit = append(c.sinceCommit, seq)
 				if at, ok := c.committed[r.Partition]; ok && r.Offset < at {
 					c.afterCommit++
 					if c.afterCommit <= 10 {
@@ -369,9 +391,15 @@ func newSeqConsumer(t *testing.T, ctx context.Context, addr, topic, group string
 					for p, o := range next {
 						c.committed[p] = o
 					}
+					c.sinceCommit = c.sinceCommit[:0]
 					c.mu.Unlock()
 				} else {
 					t.Logf("commit failed (its records may come again): %v", err)
+					c.mu.Lock()
+					for _, seq := range c.sinceCommit {
+						c.uncommitted[seq] = true
+					}
+					c.mu.Unlock()
 				}
 			}
 			cl.AllowRebalance()
@@ -381,6 +409,18 @@ func newSeqConsumer(t *testing.T, ctx context.Context, addr, topic, group string
 }
 
 func (c *seqConsumer) count() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.got) }
+
+// uncommittedSeqs are the records delivered by polls whose commit failed
+// (see countRedeliveries).
+func (c *seqConsumer) uncommittedSeqs() map[int]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[int]bool, len(c.uncommitted))
+	for s := range c.uncommitted {
+		out[s] = true
+	}
+	return out
+}
 
 // snapshot is a copy of the deliveries so far.
 func (c *seqConsumer) snapshot() []consumed {

@@ -226,7 +226,7 @@ func dropRefused(topics []kmsg.ProduceRequestTopic, codes map[string]int16, refu
 			}
 			rp := kmsg.NewProduceResponseTopicPartition()
 			rp.Partition, rp.ErrorCode, rp.BaseOffset = p.Partition, code, -1
-			msg := "kmigrate: this transaction runs on the other cluster (its topic flipped); abort it and run it again"
+			msg := refusalMessage(code)
 			rp.ErrorMessage = &msg
 			rt.Partitions = append(rt.Partitions, rp)
 		}

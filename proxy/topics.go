@@ -113,6 +113,11 @@ type mappedProducer struct {
 	epoch int16
 	mu    sync.Mutex
 	base  map[int32]int32 // partition → client sequence sent as 0
+	// early is when a partition's first batch was first refused as ahead
+	// of the source's next sequence (see mapProducers); past
+	// DefaultProduceHold the batch is let through, so that a predecessor
+	// written elsewhere (another node's mapping) cannot block it forever.
+	early map[int32]time.Time
 }
 
 // maxMappedProducers bounds the mapping table; past it the oldest eras are
@@ -224,6 +229,57 @@ func (c *clientConn) mapProducers(ctx context.Context, to *cluster, topics []kms
 					return nil, asUpstreamError(err)
 				}
 				mp.mu.Lock()
+				_, based := mp.base[pt.Partition]
+				mp.mu.Unlock()
+				if !based && to == c.p.target && len(batches) == 1 && sourceEraUnmapped(era) {
+					// The first batch of this producer on the partition
+					// since the flip becomes sequence 0 on the target, so it
+					// must be the one that follows what the source holds:
+					//  - a retry of a batch the source wrote but whose
+					//    answer the client never got (the source died, the
+					//    request timed out) was copied by the mirror
+					//    already; sent on, it would be written twice. It is
+					//    answered as a broker answers a duplicate it can no
+					//    longer place, which clients take as success.
+					//  - a batch whose predecessors were answered with an
+					//    error (a produce held past its bound on a node
+					//    that saw the flip late) would become sequence 0
+					//    ahead of them; they would then be refused as out
+					//    of order, the client would bump its epoch and send
+					//    everything it had not seen acknowledged again
+					//    under a new mapping: duplicates. It is refused as
+					//    a leader change is, and comes again after them.
+					// Found by integration.TestFaultSourceBrokerKilled (one
+					// record twice in the target log) and
+					// TestFaultControlPlaneDuringFlips (a voter cut off
+					// during a topic flip: 33 records twice, 3 reordered).
+					if next, ok := c.sourceNextSequence(ctx, t.Topic, pt.Partition, b); ok {
+						first, last := b.BaseSequence(), b.BaseSequence()+b.LastOffsetDelta()
+						if last < next {
+							c.log.Info("dropped a retried batch the source holds since before the topic flip", "topic", t.Topic, "partition", pt.Partition,
+								"producer_id", b.ProducerID(), "sequence", first, "source_next_sequence", next)
+							refuse(t.Topic, pt.Partition, kerr.DuplicateSequenceNumber.Code)
+							break
+						}
+						mp.mu.Lock()
+						since, seen := mp.early[pt.Partition]
+						if !seen && first > next {
+							if mp.early == nil {
+								mp.early = make(map[int32]time.Time)
+							}
+							since = time.Now()
+							mp.early[pt.Partition] = since
+						}
+						mp.mu.Unlock()
+						if first > next && time.Since(since) < DefaultProduceHold {
+							c.log.Info("refused a batch ahead of its producer's next sequence after the topic flip", "topic", t.Topic, "partition", pt.Partition,
+								"producer_id", b.ProducerID(), "sequence", first, "source_next_sequence", next)
+							refuse(t.Topic, pt.Partition, kerr.NotLeaderForPartition.Code)
+							break
+						}
+					}
+				}
+				mp.mu.Lock()
 				base, ok := mp.base[pt.Partition]
 				if !ok {
 					base = b.BaseSequence()
@@ -236,6 +292,81 @@ func (c *clientConn) mapProducers(ctx context.Context, to *cluster, topics []kms
 		}
 	}
 	return refused, nil
+}
+
+// sourceEraUnmapped says whether the topic's last stay on the source, two
+// route changes before era (source → draining → target), wrote under the
+// clients' own producer ids (needsProducerMapping maps them from epoch 4
+// on): only then does the source's producer state speak of the ids the
+// clients send, rather than of what they sent before a rollback.
+func sourceEraUnmapped(era uint64) bool { return era >= 2 && era < 4+2 }
+
+// sourceNextSequence is the sequence the source expects next from batch
+// b's producer (its id and epoch) on a partition: one past the last it
+// holds, from its producer state (DescribeProducers on the partition's
+// leader). ok is false when the source cannot tell: the producer never
+// wrote the partition there (or expired), the batch has no sequence or
+// wraps, or the source cannot be asked (down, too old), which is logged;
+// the batch then goes to the target as before. Only the client's own id is
+// looked up, so this covers the first flip, not a batch retried across a
+// rollback and a second flip.
+func (c *clientConn) sourceNextSequence(ctx context.Context, topic string, partition int32, b protocol.Batch) (next int32, ok bool) {
+	first := b.BaseSequence()
+	if first < 0 || first+b.LastOffsetDelta() < first {
+		return 0, false
+	}
+	src := c.p.source
+	_, max, supported := src.supports(61)
+	if !supported {
+		return 0, false
+	}
+	req := kmsg.NewPtrDescribeProducersRequest()
+	req.Version = min16(max, req.MaxVersion())
+	rt := kmsg.NewDescribeProducersRequestTopic()
+	rt.Topic, rt.Partitions = topic, []int32{partition}
+	req.Topics = append(req.Topics, rt)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	warn := func(err error) (int32, bool) {
+		warnOnce.warn(c.log, "cannot ask the source which sequence a producer's first batch since the flip should carry; sending it to the target as it is",
+			"topic", topic, "partition", partition, "producer_id", b.ProducerID(), "err", err)
+		return 0, false
+	}
+	bc, err := c.upstream(src, src.leader(ctx, topic, partition))
+	if err != nil {
+		return warn(err)
+	}
+	raw, err := bc.roundTrip(ctx, req)
+	if err != nil {
+		return warn(err)
+	}
+	for _, t := range raw.(*kmsg.DescribeProducersResponse).Topics {
+		for _, p := range t.Partitions {
+			if t.Topic != topic || p.Partition != partition {
+				continue
+			}
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				return warn(err)
+			}
+			for _, ap := range p.ActiveProducers {
+				if ap.ProducerID == b.ProducerID() && ap.ProducerEpoch == int32(b.ProducerEpoch()) && ap.LastSequence >= 0 {
+					return ap.LastSequence + 1, true
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
+// refusalMessage explains a produce partition answered by the proxy.
+func refusalMessage(code int16) string {
+	switch code {
+	case kerr.DuplicateSequenceNumber.Code:
+		return "kmigrate: the source holds this batch since before the topic flipped"
+	case kerr.NotLeaderForPartition.Code:
+		return "kmigrate: the topic flipped; this producer's earlier batches must reach the target first"
+	}
+	return "kmigrate: this transaction runs on the other cluster (its topic flipped); abort it and run it again"
 }
 
 // mapOf is the offset map of a partition served by the target.

@@ -111,8 +111,8 @@ func (tb *table) print(w io.Writer) bool {
 	var total float64
 	for _, k := range keys {
 		r := tb.tests[k]
-		if strings.Contains(k.test, "/") && len(r.rows) == 0 {
-			continue // a subtest without a row of its own
+		if !strings.Contains(k.test, "/") {
+			total += r.elapsed
 		}
 		res := strings.ToUpper(r.action)
 		switch r.action {
@@ -124,8 +124,10 @@ func (tb *table) print(w io.Writer) bool {
 		default:
 			ok = false
 		}
-		if !strings.Contains(k.test, "/") {
-			total += r.elapsed
+		if len(r.rows) == 0 && (strings.Contains(k.test, "/") || r.action == "pass" && tb.subtestRows(k)) {
+			// A subtest without a row of its own, or a test that passed
+			// and whose subtests report the rows (cases sharing clusters).
+			continue
 		}
 		name := "`" + shortPkg(k.pkg) + "." + k.test + "`"
 		secs := fmt.Sprintf("%.0f s", r.elapsed)
@@ -149,6 +151,16 @@ func (tb *table) print(w io.Writer) bool {
 	}
 	fmt.Fprintf(w, "\n%d tests, %s of test time: %s\n", len(keys), faultrow.FormatDuration(time.Duration(total*float64(time.Second))), verdict)
 	return ok
+}
+
+// subtestRows says whether a subtest of k reported a row.
+func (tb *table) subtestRows(k testKey) bool {
+	for sk, r := range tb.tests {
+		if sk.pkg == k.pkg && strings.HasPrefix(sk.test, k.test+"/") && len(r.rows) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // failedTests says whether a test of package pkg failed or did not finish.
