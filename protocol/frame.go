@@ -45,13 +45,22 @@ func ReadFrameSize(r io.Reader, maxBytes int32) (int32, error) {
 // ReadFrameBody reads the size bytes of a frame that follow its prefix.
 func ReadFrameBody(r io.Reader, size int32) ([]byte, error) {
 	frame := make([]byte, size)
+	if err := ReadFrameInto(r, frame); err != nil {
+		return nil, err
+	}
+	return frame, nil
+}
+
+// ReadFrameInto fills frame, a buffer of the frame's size, with the bytes
+// that follow its prefix.
+func ReadFrameInto(r io.Reader, frame []byte) error {
 	if _, err := io.ReadFull(r, frame); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, fmt.Errorf("reading %d-byte frame: %w", size, err)
+		return fmt.Errorf("reading %d-byte frame: %w", len(frame), err)
 	}
-	return frame, nil
+	return nil
 }
 
 // AppendFrame appends the 4-byte size prefix and the frame parts to dst.

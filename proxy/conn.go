@@ -276,22 +276,14 @@ func (c *clientConn) readFrame(br *bufio.Reader, maxFrame int32) (frame []byte, 
 	if err != nil {
 		return nil, false, err
 	}
-	if size < pooledFrameMin || c.p.cfg.Feed != nil {
-		frame, err = protocol.ReadFrameBody(br, size)
-		return frame, false, err
-	}
-	if key, err := br.Peek(2); err != nil || key[0] != 0 || key[1] != byte(kmsg.Produce) {
-		frame, err = protocol.ReadFrameBody(br, size)
-		return frame, false, err
-	}
-	frame = c.p.frames.get(int(size))
-	if _, err := io.ReadFull(br, frame); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	if size >= pooledFrameMin && c.p.cfg.Feed == nil {
+		if key, err := br.Peek(2); err == nil && key[0] == 0 && key[1] == byte(kmsg.Produce) {
+			frame = c.p.frames.get(int(size))
+			return frame, true, protocol.ReadFrameInto(br, frame)
 		}
-		return nil, false, fmt.Errorf("reading %d-byte frame: %w", size, err)
 	}
-	return frame, true, nil
+	frame, err = protocol.ReadFrameBody(br, size)
+	return frame, false, err
 }
 
 func (c *clientConn) writeLoop() error {
@@ -324,10 +316,8 @@ func (c *clientConn) writeLoop() error {
 		// Size and header go through the buffer; a large body then goes
 		// straight to the socket (bufio writes through when its buffer
 		// cannot hold it), so a fetch answer is never copied whole.
-		hdr := protocol.AppendResponseHeader(nil, pr.req.CorrelationID, pr.req.APIKey, pr.req.APIVersion)
-		head = binary.BigEndian.AppendUint32(head[:0], uint32(len(hdr)+len(body)))
-		head = append(head, hdr...)
-		c.conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
+		head = appendResponseHead(head[:0], &pr.req, len(body))
+		c.conn.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
 		_, err = bw.Write(head)
 		if err == nil {
 			_, err = bw.Write(body)
@@ -351,13 +341,24 @@ func (c *clientConn) writeLoop() error {
 	return bw.Flush()
 }
 
+// clientWriteTimeout bounds the write of one answer to a client.
+const clientWriteTimeout = 60 * time.Second
+
+// appendResponseHead appends the size prefix and response header of req's
+// answer, whose body is bodyLen bytes.
+func appendResponseHead(dst []byte, req *protocol.Request, bodyLen int) []byte {
+	hdr := protocol.AppendResponseHeader(nil, req.CorrelationID, req.APIKey, req.APIVersion)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(hdr)+bodyLen))
+	return append(dst, hdr...)
+}
+
 // writeStreamed waits for pr's upstream answer and, when the upstream
 // reader hands its socket over, writes the size and header and moves the
 // body socket to socket. It reports false when the answer was read into
 // memory instead (pr.finish then has it) or the call failed (pr.finish
 // then reports it).
 func (c *clientConn) writeStreamed(bw *bufio.Writer, pr *pendingResponse) (bool, error) {
-	s, _, err := pr.streamable.offerStream(c.ctx, pr.streamMoved)
+	s, err := pr.streamable.offerStream(c.ctx, pr.streamMoved)
 	if err != nil {
 		return false, err
 	}
@@ -366,16 +367,14 @@ func (c *clientConn) writeStreamed(bw *bufio.Writer, pr *pendingResponse) (bool,
 		// moved: pr.finish answers as it would have.
 		return false, nil
 	}
-	hdr := protocol.AppendResponseHeader(nil, pr.req.CorrelationID, pr.req.APIKey, pr.req.APIVersion)
-	head := binary.BigEndian.AppendUint32(nil, uint32(int64(len(hdr))+s.n))
-	head = append(head, hdr...)
-	c.conn.SetWriteDeadline(time.Now().Add(60 * time.Second))
-	if _, err := bw.Write(head); err != nil {
-		s.done <- err
-		return true, err
+	head := appendResponseHead(nil, &pr.req, int(s.n))
+	c.conn.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
+	_, err = bw.Write(head)
+	if err == nil {
+		err = bw.Flush()
 	}
-	if err := bw.Flush(); err != nil {
-		s.done <- err
+	if err != nil {
+		s.abort(err)
 		return true, err
 	}
 	n, err := s.copyTo(c.conn)

@@ -66,14 +66,18 @@ func (s *bodyStream) copyTo(dst io.Writer) (int64, error) {
 	return n, err
 }
 
+// abort tells the upstream reader the body will not be moved: the writer
+// failed before it began.
+func (s *bodyStream) abort(err error) { s.done <- err }
+
 // offerStream is the writer's side: wait for the call's answer, ready to
 // take it straight from the socket. It returns the stream, or nil when
-// the answer was read into memory (call.wait then has it). moved, when
-// set, is asked every streamCheckInterval whether the answer is still
-// wanted; once it says no, the offer is withdrawn if the reader has not
-// taken it yet, and withdrawn is true (the answer, when it comes, is read
-// into memory and dropped by whoever waits for it).
-func (cl *call) offerStream(ctx context.Context, moved func() bool) (s *bodyStream, withdrawn bool, err error) {
+// the answer was read into memory (call.wait then has it) or the offer was
+// withdrawn. moved, when set, is asked every streamCheckInterval whether
+// the answer is still wanted; once it says no, the offer is withdrawn if
+// the reader has not taken it yet (the answer, when it comes, is read into
+// memory and dropped by whoever waits for it).
+func (cl *call) offerStream(ctx context.Context, moved func() bool) (*bodyStream, error) {
 	cl.handover.CompareAndSwap(handoverIdle, handoverWaiting)
 	var tick <-chan time.Time
 	if moved != nil {
@@ -84,15 +88,15 @@ func (cl *call) offerStream(ctx context.Context, moved func() bool) (s *bodyStre
 	for {
 		select {
 		case <-cl.done:
-			return cl.stream, false, nil
+			return cl.stream, nil
 		case <-ctx.Done():
 			// The connection is closing: the reader, blocked on a
 			// stream nobody will take, is freed when the upstream
 			// closes.
-			return nil, false, ctx.Err()
+			return nil, ctx.Err()
 		case <-tick:
 			if moved() && cl.handover.CompareAndSwap(handoverWaiting, handoverIdle) {
-				return nil, true, nil
+				return nil, nil
 			}
 			// Still wanted, or the reader took it: the stream comes.
 		}
@@ -105,15 +109,16 @@ const streamCheckInterval = 50 * time.Millisecond
 
 // handOver is the reader's side for an answer of size bytes whose header,
 // hlen bytes, br holds: when the writer waits for it, it streams the body
-// to the writer and returns once the writer moved it. handled is false
-// when the writer was not waiting; the caller then reads the answer into
-// memory.
-func (bc *brokerConn) handOver(cl *call, br *bufio.Reader, hlen int, size int32) (handled bool, err error) {
+// to the writer and returns once the writer moved it. delivered says
+// whether the writer got the stream (cl.done is closed); false with no
+// error: the writer was not waiting, and the caller reads the answer into
+// memory; false with an error: the caller fails the call.
+func (bc *brokerConn) handOver(cl *call, br *bufio.Reader, hlen int, size int32) (delivered bool, err error) {
 	if !cl.handover.CompareAndSwap(handoverWaiting, handoverTaken) {
 		return false, nil
 	}
 	if _, err := br.Discard(hlen); err != nil {
-		return true, err
+		return false, fmt.Errorf("read from %s: %w", bc.who, err)
 	}
 	n := int64(size) - int64(hlen)
 	s := &bodyStream{br: br, nbuf: min(int64(br.Buffered()), n), conn: bc.conn, n: n, done: make(chan error, 1)}

@@ -5,7 +5,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -322,4 +325,68 @@ func TestFetchCutThroughWithdrawnWhenTopicMoves(t *testing.T) {
 		t.Fatal("the fetch after the withdrawn offer was not cut through")
 	}
 	t.Logf("moved answer after %v", took)
+}
+
+// TestUpstreamDiesMidAnswerFailsTheCall: a broker that dies half way
+// through an answer must fail the call waiting for it, streamed or not,
+// rather than leave its client waiting for good.
+func TestUpstreamDiesMidAnswerFailsTheCall(t *testing.T) {
+	for _, offered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("writer_waiting=%v", offered), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+				br := bufio.NewReader(conn)
+				frame, err := protocol.ReadFrame(br, 1<<20)
+				if err != nil {
+					return
+				}
+				// Announce 1 MiB, send the header (this connection's
+				// correlation id) and a few bytes, and die.
+				out := binary.BigEndian.AppendUint32(nil, 1<<20)
+				out = append(out, frame[4:8]...)
+				out = append(out, 0, 1, 2, 3)
+				if offered {
+					time.Sleep(100 * time.Millisecond) // the writer offers first
+				}
+				conn.Write(out)
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			bc, err := dialBroker(ctx, &Upstream{Name: "source"}, ln.Addr().String(), 8, 64<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer bc.close(errors.New("test over"))
+			req := kmsg.NewPtrFetchRequest()
+			req.Version = 4 // non-flexible: a 4-byte response header
+			cl, err := bc.Send(req.Key(), req.Version, protocol.AppendRequestHeader(nil, req.Key(), req.Version, 1, "t"), req.AppendTo(nil), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var werr error
+			if offered {
+				var s *bodyStream
+				if s, werr = cl.offerStream(ctx, nil); s != nil {
+					_, werr = s.copyTo(io.Discard)
+				} else if werr == nil {
+					_, werr = cl.wait(ctx)
+				}
+			} else {
+				_, werr = cl.wait(ctx)
+			}
+			if werr == nil || ctx.Err() != nil {
+				t.Fatalf("got %v (deadline: %v); want the broken answer's error before the deadline", werr, ctx.Err())
+			}
+			t.Logf("the call failed: %v", werr)
+		})
+	}
 }

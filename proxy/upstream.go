@@ -309,13 +309,23 @@ func (bc *brokerConn) readLoop() {
 			bc.close(fmt.Errorf("%s sent a response to no request", bc.who))
 			return
 		}
+		// Once popped, c is answered here or failed here: close drains
+		// only the calls still pending.
+		fail := func(err error) {
+			c.err = err
+			close(c.done)
+			bc.close(err)
+		}
 		if hlen, ok := plainResponseHeader(br, c, size); ok {
-			handled, err := bc.handOver(c, br, hlen, size)
-			if err != nil {
+			delivered, err := bc.handOver(c, br, hlen, size)
+			switch {
+			case err != nil && !delivered:
+				fail(err)
+				return
+			case err != nil:
 				bc.close(err)
 				return
-			}
-			if handled {
+			case delivered:
 				if bc.answered() {
 					return
 				}
@@ -324,7 +334,7 @@ func (bc *brokerConn) readLoop() {
 		}
 		frame, err := protocol.ReadFrameBody(br, size)
 		if err != nil {
-			bc.close(fmt.Errorf("read from %s: %w", bc.who, err))
+			fail(fmt.Errorf("read from %s: %w", bc.who, err))
 			return
 		}
 		hlen, err := protocol.ResponseHeaderLen(frame, c.key, c.version)
@@ -334,9 +344,7 @@ func (bc *brokerConn) readLoop() {
 			}
 		}
 		if err != nil {
-			c.err = err
-			close(c.done)
-			bc.close(err)
+			fail(err)
 			return
 		}
 		c.body = frame[hlen:]
