@@ -52,6 +52,7 @@ type config struct {
 	consumeRecords  int64
 	consumeDuration time.Duration
 	linger          time.Duration
+	maxBuffered     int
 	latencyRate     float64
 	latencyDuration time.Duration
 	latencyLinger   time.Duration
@@ -99,6 +100,7 @@ func parseFlags() *config {
 	flag.Int64Var(&c.consumeRecords, "consume-records", 300000, "records in the topic the consume runs read")
 	flag.DurationVar(&c.consumeDuration, "consume-duration", 3*time.Second, "least measured time of one consume run: the topic is read again from the start until it is reached")
 	flag.DurationVar(&c.linger, "linger", 5*time.Millisecond, "producer linger for throughput runs")
+	flag.IntVar(&c.maxBuffered, "max-buffered-records", 10000, "records the producer of throughput runs may hold unacknowledged (kgo.MaxBufferedRecords; 10000 is kgo's default)")
 	flag.Float64Var(&c.latencyRate, "latency-rate", 500, "records/s of the latency runs (moderate, so they measure latency, not queueing)")
 	flag.DurationVar(&c.latencyDuration, "latency-duration", 10*time.Second, "length of one latency run")
 	flag.DurationVar(&c.latencyLinger, "latency-linger", 0, "producer linger for latency runs")

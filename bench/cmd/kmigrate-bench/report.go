@@ -380,9 +380,9 @@ func (rep *report) markdown() string {
 		fmt.Fprintf(&b, "- Proxy: %s\n", rep.proxyNote)
 	}
 	fmt.Fprintf(&b, "- Load: franz-go %s, idempotent producer, acks=all, %d B incompressible values, no compression, %d partitions; "+
-		"throughput runs %s with linger %s and 10000 records buffered; consume runs read a %d-record topic for at least %s; "+
+		"throughput runs %s with linger %s and %d records buffered; consume runs read a %d-record topic for at least %s; "+
 		"latency runs %.0f records/s per side for %s with linger %s (latency-paired: both sides at once, interleaved)\n",
-		"kgo", cfg.recordSize, cfg.partitions, produceLen(cfg), cfg.linger, cfg.consumeRecords, cfg.consumeDuration, cfg.latencyRate, cfg.latencyDuration, cfg.latencyLinger)
+		"kgo", cfg.recordSize, cfg.partitions, produceLen(cfg), cfg.linger, cfg.maxBuffered, cfg.consumeRecords, cfg.consumeDuration, cfg.latencyRate, cfg.latencyDuration, cfg.latencyLinger)
 	fmt.Fprintf(&b, "- Method: %d rounds, each running every suite on both sides, the side that goes first alternating by round; "+
 		"a side's value is the median over rounds; the ratio and difference columns are medians of the per-round pairs, "+
 		"and the range column gives the lowest and highest per-round pair (ratio for throughput, difference for latency). Whole run took %s.\n\n",

@@ -108,7 +108,7 @@ func (*produceSuite) run(ctx context.Context, e *env, s side, round int) (measur
 		Records:            e.cfg.produceRecords,
 		Duration:           e.cfg.produceDuration,
 		Linger:             e.cfg.linger,
-		MaxBufferedRecords: 10000,
+		MaxBufferedRecords: e.cfg.maxBuffered,
 		ClientID:           "kmigrate-bench",
 	}
 	if round < 0 {
@@ -152,7 +152,7 @@ func (c *consumeSuite) setup(ctx context.Context, e *env) error {
 		RecordSize:         e.cfg.recordSize,
 		Records:            e.cfg.consumeRecords,
 		Linger:             e.cfg.linger,
-		MaxBufferedRecords: 10000,
+		MaxBufferedRecords: e.cfg.maxBuffered,
 		ClientID:           "kmigrate-bench-fill",
 	})
 	if err != nil {

@@ -17,10 +17,11 @@ import (
 func main() {
 	name := flag.String("name", "source", "cluster name (logs, data directory)")
 	addrFile := flag.String("addr-file", "", "write the bootstrap address to this file once the broker is up")
+	heapMB := flag.Int("heap-mb", 0, "broker JVM heap in MiB (0: the harness default)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	c, err := kafkatest.Start(ctx, kafkatest.Options{Name: *name})
+	c, err := kafkatest.Start(ctx, kafkatest.Options{Name: *name, HeapMB: *heapMB})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kafka-local:", err)
 		os.Exit(1)
