@@ -130,12 +130,7 @@ func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 // dual-write path). Partitions of topics whose producers moved were written
 // to the target, and are not the mirror's.
 func (c *clientConn) feedMirror(req *kmsg.ProduceRequest, resp *kmsg.ProduceResponse) {
-	records := make(map[string][]byte)
-	for _, t := range req.Topics {
-		for _, p := range t.Partitions {
-			records[partitionKey(t.Topic, p.Partition)] = p.Records
-		}
-	}
+	batches := producedBatches{req: req}
 	for _, t := range resp.Topics {
 		if t.Topic == "" || c.p.servedByTarget(t.Topic) {
 			continue // versions naming topics by id are not served with a target
@@ -144,11 +139,47 @@ func (c *clientConn) feedMirror(req *kmsg.ProduceRequest, resp *kmsg.ProduceResp
 			if p.ErrorCode != 0 || p.BaseOffset < 0 {
 				continue
 			}
-			if recs := records[partitionKey(t.Topic, p.Partition)]; len(recs) > 0 {
+			if recs := batches.find(t.Topic, p.Partition); len(recs) > 0 {
 				c.p.cfg.Feed.Feed(t.Topic, p.Partition, p.BaseOffset, p.LogAppendTime, recs)
 			}
 		}
 	}
+}
+
+// producedBatches finds partitions' batches in a produce request without
+// building an index per answer: an answer lists partitions in the request's
+// order, so each search starts where the previous one ended and is usually
+// one step.
+type producedBatches struct {
+	req  *kmsg.ProduceRequest
+	t, p int // where the next search starts
+}
+
+func (b *producedBatches) find(topic string, partition int32) []byte {
+	topics := b.req.Topics
+	for range len(topics) + 1 {
+		if b.t >= len(topics) {
+			b.t, b.p = 0, 0
+			if len(topics) == 0 {
+				return nil
+			}
+		}
+		t := &topics[b.t]
+		if t.Topic == topic {
+			for range len(t.Partitions) {
+				if b.p >= len(t.Partitions) {
+					b.p = 0
+				}
+				p := &t.Partitions[b.p]
+				b.p++
+				if p.Partition == partition {
+					return p.Records
+				}
+			}
+		}
+		b.t, b.p = b.t+1, 0
+	}
+	return nil
 }
 
 // sendProduce writes a produce upstream: whole to one source broker, or one

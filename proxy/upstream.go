@@ -277,15 +277,26 @@ func (bc *brokerConn) write(o outgoing, flush bool) error {
 	bc.wmu.Lock()
 	defer bc.wmu.Unlock()
 	bc.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	_, err := bc.bw.Write(o.size[:])
-	if err == nil {
-		_, err = bc.bw.Write(o.hdr)
-	}
-	if err == nil {
-		_, err = bc.bw.Write(o.body)
-	}
-	if err == nil && flush {
-		err = bc.bw.Flush()
+	var err error
+	if len(o.body) >= bc.bw.Size() {
+		// A large body (a produce) goes from the client's frame to the
+		// socket in one writev with its size and header; through the
+		// buffer, its first 64 KiB would be copied once more.
+		if err = bc.bw.Flush(); err == nil {
+			bufs := net.Buffers{o.size[:], o.hdr, o.body}
+			_, err = bufs.WriteTo(bc.conn)
+		}
+	} else {
+		_, err = bc.bw.Write(o.size[:])
+		if err == nil {
+			_, err = bc.bw.Write(o.hdr)
+		}
+		if err == nil {
+			_, err = bc.bw.Write(o.body)
+		}
+		if err == nil && flush {
+			err = bc.bw.Flush()
+		}
 	}
 	if err != nil {
 		err = fmt.Errorf("write %s to %s: %w", kmsg.NameForKey(o.key), bc.who, err)
