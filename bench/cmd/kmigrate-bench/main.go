@@ -41,6 +41,7 @@ type config struct {
 	brokerPID      int
 	proxyArgs      string
 	directOnly     bool
+	relay          bool
 
 	rounds          int
 	warmup          bool
@@ -89,6 +90,7 @@ func parseFlags() *config {
 	flag.IntVar(&c.proxyPID, "proxy-pid", 0, "with -proxy-bootstrap: pid of that proxy, for CPU per GB")
 	flag.StringVar(&c.proxyArgs, "proxy-args", "", "extra arguments for `kmigrate proxy`, space separated")
 	flag.BoolVar(&c.directOnly, "direct-only", false, "measure only the direct side (checks the generator and the broker; no ratios)")
+	flag.BoolVar(&c.relay, "relay", false, "measure a plain byte relay (no Kafka parsing, spliced copies) in place of the proxy: what one more loopback hop costs any proxy on this machine (needs the harness's broker, not -bootstrap)")
 
 	flag.IntVar(&c.rounds, "rounds", 4, "rounds; each runs every suite on both sides, alternating which goes first")
 	flag.BoolVar(&c.warmup, "warmup", true, "run each suite briefly on both sides before measuring, and drop the result")
@@ -126,6 +128,9 @@ func parseFlags() *config {
 	flag.Parse()
 	if flag.NArg() > 0 {
 		log.Fatalf("unexpected arguments: %q", flag.Args())
+	}
+	if c.relay && (c.bootstrap != "" || c.proxyBootstrap != "" || c.directOnly) {
+		log.Fatalf("-relay needs the harness's broker and measures the relay in place of the proxy: not with -bootstrap, -proxy-bootstrap or -direct-only")
 	}
 	if c.mirrorProduceVia != "source" && c.mirrorProduceVia != "proxy" {
 		log.Fatalf("-mirror-produce-via: %q is not source or proxy", c.mirrorProduceVia)
@@ -223,6 +228,9 @@ func (e *env) topicRecords(ctx context.Context, topic string) (int64, error) {
 }
 
 func main() {
+	if spec := os.Getenv(relayEnv); spec != "" {
+		os.Exit(serveRelay(spec))
+	}
 	log.SetFlags(0)
 	log.SetPrefix("kmigrate-bench: ")
 	cfg := parseFlags()
@@ -261,11 +269,21 @@ func run(ctx context.Context, cfg *config) (int, error) {
 	kafkaVersion := kafkatest.KafkaVersion
 	brokerNote := "single-node KRaft broker started by internal/kafkatest"
 	bootstrap := cfg.bootstrap
+	// With -relay: the relay's address, which the broker advertises on
+	// its relayed listener, and that listener's own address.
+	var relayAddr, relayTo string
 	if bootstrap == "" {
 		e.logf("starting Kafka %s ...", kafkatest.KafkaVersion)
 		var c *kafkatest.Cluster
 		for attempt := 1; ; attempt++ {
-			c, err = kafkatest.Start(ctx, kafkatest.Options{Name: "bench", HeapMB: cfg.brokerHeapMB})
+			opts := kafkatest.Options{Name: "bench", HeapMB: cfg.brokerHeapMB}
+			if cfg.relay {
+				if relayAddr, err = freeAddr(); err != nil {
+					return 1, err
+				}
+				opts.RelayedAddr = relayAddr
+			}
+			c, err = kafkatest.Start(ctx, opts)
 			if err == nil {
 				break
 			}
@@ -278,6 +296,9 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		}
 		defer c.Close()
 		bootstrap = c.Bootstrap()
+		if cfg.relay {
+			relayTo = c.Addr(kafkatest.Relayed)
+		}
 		e.logf("Kafka up at %s in %s", bootstrap, c.StartupTime().Round(time.Millisecond))
 		if pid := findBroker(); pid != 0 {
 			e.tracked = append(e.tracked, tracked{label: "broker", pid: pid})
@@ -315,6 +336,16 @@ func run(ctx context.Context, cfg *config) (int, error) {
 	proxyNote := ""
 	if !cfg.directOnly {
 		switch {
+		case cfg.relay:
+			r, err := spawnRelay(ctx, relayAddr, relayTo, filepath.Join(work, "relay.log"))
+			if err != nil {
+				return 1, err
+			}
+			defer r.stop()
+			e.proxy = side{name: "relay", bootstrap: []string{r.addr}}
+			e.tracked = append(e.tracked, tracked{label: "relay", pid: r.pid(), onlySide: "relay"})
+			proxyNote = fmt.Sprintf("a byte relay in place of the proxy (`-relay`: a subprocess (pid %d) copying bytes both ways with io.Copy, spliced on Linux, no Kafka parsing) at %s, in front of a broker listener that advertises it", r.pid(), r.addr)
+			e.logf("relay up at %s -> %s (pid %d)", r.addr, relayTo, r.pid())
 		case cfg.proxyBootstrap != "":
 			e.proxy = side{name: "proxy", bootstrap: []string{cfg.proxyBootstrap}}
 			proxyNote = "external proxy at " + cfg.proxyBootstrap

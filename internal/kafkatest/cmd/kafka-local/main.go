@@ -17,17 +17,21 @@ import (
 func main() {
 	name := flag.String("name", "source", "cluster name (logs, data directory)")
 	addrFile := flag.String("addr-file", "", "write the bootstrap address to this file once the broker is up")
+	relayed := flag.String("relayed-addr", "", "also listen on a plaintext listener advertised as this address (a relay forwarding to the address printed for it)")
 	heapMB := flag.Int("heap-mb", 0, "broker JVM heap in MiB (0: the harness default)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	c, err := kafkatest.Start(ctx, kafkatest.Options{Name: *name, HeapMB: *heapMB})
+	c, err := kafkatest.Start(ctx, kafkatest.Options{Name: *name, HeapMB: *heapMB, RelayedAddr: *relayed})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kafka-local:", err)
 		os.Exit(1)
 	}
 	defer kafkatest.StopAll()
 	fmt.Printf("Kafka %s (%s) is up at %s (started in %s); Ctrl-C stops it\n", kafkatest.KafkaVersion, *name, c.Bootstrap(), c.StartupTime().Round(100_000_000))
+	if *relayed != "" {
+		fmt.Printf("relayed listener: %s, advertised as %s\n", c.Addr(kafkatest.Relayed), *relayed)
+	}
 	if *addrFile != "" {
 		if err := os.WriteFile(*addrFile, []byte(c.Bootstrap()), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "kafka-local:", err)
