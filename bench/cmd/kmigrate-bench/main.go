@@ -92,7 +92,7 @@ func parseFlags() *config {
 	flag.BoolVar(&c.directOnly, "direct-only", false, "measure only the direct side (checks the generator and the broker; no ratios)")
 	flag.BoolVar(&c.relay, "relay", false, "measure a plain byte relay (no Kafka parsing, spliced copies) in place of the proxy: what one more loopback hop costs any proxy on this machine (needs the harness's broker, not -bootstrap)")
 
-	flag.IntVar(&c.rounds, "rounds", 4, "rounds; each runs every suite on both sides, alternating which goes first")
+	flag.IntVar(&c.rounds, "rounds", 6, "rounds; each runs every suite on both sides, alternating which goes first")
 	flag.BoolVar(&c.warmup, "warmup", true, "run each suite briefly on both sides before measuring, and drop the result")
 	flag.StringVar(&c.suites, "suites", defaultSuites, "comma-separated suites to run")
 	flag.IntVar(&c.recordSize, "record-size", 1024, "record value size in bytes")
@@ -471,11 +471,15 @@ func run(ctx context.Context, cfg *config) (int, error) {
 			proxySuites = append(proxySuites, s)
 		}
 	}
+	proxyBegin, proxyEnd := beginMarker, endMarker
+	if cfg.relay {
+		proxyBegin, proxyEnd = relayBeginMarker, relayEndMarker
+	}
 	pass := true
 	for _, g := range []struct {
 		suites     []suite
 		begin, end string
-	}{{proxySuites, beginMarker, endMarker}, {mirrorSuites, mirrorBeginMarker, mirrorEndMarker}} {
+	}{{proxySuites, proxyBegin, proxyEnd}, {mirrorSuites, mirrorBeginMarker, mirrorEndMarker}} {
 		if len(g.suites) == 0 {
 			continue
 		}
