@@ -22,6 +22,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Cluster is one running single-node Kafka (KRaft broker+controller).
@@ -35,10 +36,21 @@ type Cluster struct {
 	certs     *certs         // nil unless Options.TLS
 
 	mu      sync.Mutex // serialises start/stop; guards the fields below
-	proc    *process   // the running JVM, nil when stopped
+	proc    *process   // the first node's running JVM, nil when stopped
 	closed  bool
 	startup time.Duration // how long the last start took
+	brokers []*brokerNode // the broker-only nodes (Options.Brokers > 1)
 }
+
+// brokerNode is a broker-only node of a multi-broker cluster.
+type brokerNode struct {
+	id   int
+	dir  string // under the cluster's: server.properties, data/, broker.log
+	port int    // its PLAINTEXT listener
+	proc *process
+}
+
+func (n *brokerNode) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(n.port)) }
 
 // process is one broker JVM run.
 type process struct {
@@ -119,13 +131,18 @@ func (c *Cluster) firstStart(ctx context.Context) error {
 	for _, l := range c.opts.listeners() {
 		names = append(names, string(l))
 	}
-	ports, err := freePorts(len(names))
+	ports, err := freePorts(len(names) + c.opts.Brokers - 1)
 	if err != nil {
 		return err
 	}
 	c.ports = make(map[string]int, len(names))
 	for i, n := range names {
 		c.ports[n] = ports[i]
+	}
+	c.brokers = nil
+	for i, port := range ports[len(names):] {
+		id := i + 2
+		c.brokers = append(c.brokers, &brokerNode{id: id, dir: filepath.Join(c.dir, "broker-"+strconv.Itoa(id)), port: port})
 	}
 	// A retry starts from empty storage: --standalone records the
 	// controller's endpoint, which changes with the ports.
@@ -141,8 +158,95 @@ func (c *Cluster) firstStart(ctx context.Context) error {
 	if err := c.boot(ctx); err != nil {
 		return err
 	}
+	if err := c.startBrokers(ctx); err != nil {
+		return err
+	}
 	c.startup = time.Since(began)
 	return nil
+}
+
+// startBrokers formats and starts the broker-only nodes, all at once, and
+// waits until the first node's Metadata lists every broker. c.mu must be
+// held.
+func (c *Cluster) startBrokers(ctx context.Context) error {
+	if len(c.brokers) == 0 {
+		return nil
+	}
+	errs := make([]error, len(c.brokers))
+	var wg sync.WaitGroup
+	for i, n := range c.brokers {
+		wg.Go(func() { errs[i] = c.startBroker(ctx, n) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return c.waitBrokers(ctx)
+}
+
+// startBroker formats one broker-only node's storage with the cluster's id
+// and starts its JVM.
+func (c *Cluster) startBroker(ctx context.Context, n *brokerNode) error {
+	if err := os.RemoveAll(n.dir); err != nil {
+		return fmt.Errorf("kafkatest: clear %s: %w", n.dir, err)
+	}
+	if err := os.MkdirAll(n.dir, 0o755); err != nil {
+		return fmt.Errorf("kafkatest: %w", err)
+	}
+	props := filepath.Join(n.dir, "server.properties")
+	if err := os.WriteFile(props, []byte(c.brokerProperties(n)), 0o644); err != nil {
+		return fmt.Errorf("kafkatest: write broker %d server.properties: %w", n.id, err)
+	}
+	fctx, cancel := context.WithTimeout(ctx, formatTimeout)
+	defer cancel()
+	if _, stderr, err := Tool(fctx, MainStorageTool, "format", "--cluster-id="+c.clusterID, "--config", props); err != nil {
+		return fmt.Errorf("kafkatest: %s broker %d: kafka-storage format: %w\n%s", c.opts.Name, n.id, err, stderr)
+	}
+	p, err := c.startJVM(n.dir, props, fmt.Sprintf("%s broker %d", c.opts.Name, n.id), false)
+	if err != nil {
+		return err
+	}
+	n.proc = p
+	return nil
+}
+
+// waitBrokers polls the first node's Metadata until it lists every broker
+// of the cluster, or fails with the tail of a dead node's log.
+func (c *Cluster) waitBrokers(ctx context.Context) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Bootstrap()), kgo.DialTimeout(2*time.Second))
+	if err != nil {
+		return fmt.Errorf("metadata client: %w", err)
+	}
+	defer cl.Close()
+	for {
+		// A request of its own each time: kadm answers from the client's
+		// metadata cache, which keeps the first answer's broker list.
+		attempt, cancel := context.WithTimeout(ctx, 3*time.Second)
+		req := kmsg.NewPtrMetadataRequest()
+		req.Topics = []kmsg.MetadataRequestTopic{}
+		md, err := req.RequestWith(attempt, cl)
+		cancel()
+		var registered int
+		if err == nil {
+			registered = len(md.Brokers)
+		}
+		if registered == c.opts.Brokers {
+			return nil
+		}
+		for _, n := range c.brokers {
+			select {
+			case <-n.proc.done:
+				return fmt.Errorf("kafkatest: %s broker %d exited during start-up: %v\n--- its log tail ---\n%s",
+					c.opts.Name, n.id, n.proc.err, tailFile(filepath.Join(n.dir, "broker.log"), 30))
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafkatest: %s: waiting for %d brokers: %w (last metadata: %d brokers, err %v)", c.opts.Name, c.opts.Brokers, ctx.Err(), registered, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // format runs `kafka-storage format --standalone` with a random cluster id,
@@ -171,46 +275,14 @@ func (c *Cluster) format(ctx context.Context) error {
 	return nil
 }
 
-// boot starts the JVM on the existing config and data and waits until the
-// broker answers Metadata, or fails with the tail of its log.
+// boot starts the first node's JVM on the existing config and data and
+// waits until it answers Metadata, or fails with the tail of its log.
 // c.mu must be held.
 func (c *Cluster) boot(ctx context.Context) error {
-	java, err := javaPath()
+	p, err := c.startJVM(c.dir, c.propsPath(), c.opts.Name, true)
 	if err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(c.LogFile(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("kafkatest: open broker log: %w", err)
-	}
-	fmt.Fprintf(logf, "==== kafkatest: starting broker %s at %s\n", c.opts.Name, time.Now().Format(time.RFC3339Nano))
-
-	cds, cdsFinish := cdsFlags(c.libs, java, archiveName(MainKafka), true)
-	args := append(brokerJVMOpts(c.opts.HeapMB), cds...)
-	args = append(args,
-		"-Dlog4j2.configurationFile="+filepath.Join(c.libs, "log4j2.properties"),
-		"-Dkafkatest.log.level="+c.opts.LogLevel,
-		"-Dkafka.logs.dir="+filepath.Join(c.dir, "logs"),
-		"-cp", filepath.Join(c.libs, "*"),
-		MainKafka, c.propsPath())
-	cmd := exec.Command(java, args...)
-	cmd.Dir = c.dir
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		cdsFinish(nil)
-		return fmt.Errorf("kafkatest: start broker JVM: %w", err)
-	}
-	p := &process{cmd: cmd, log: logf, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		p.log.Close()
-		// A broker that exited cleanly (Stop, Close) has dumped its class
-		// archive by now; one that was killed has not.
-		cdsFinish(cmd.ProcessState)
-		close(p.done)
-	}()
 	c.proc = p
 
 	if err := c.waitReady(ctx, p); err != nil {
@@ -223,6 +295,49 @@ func (c *Cluster) boot(ctx context.Context) error {
 			c.opts.Name, err, c.LogFile(), tail)
 	}
 	return nil
+}
+
+// startJVM starts a Kafka node on the server.properties at props, logging
+// to dir/broker.log. Only the first node may dump the class archive (cds.go):
+// nodes starting together would race to write it.
+func (c *Cluster) startJVM(dir, props, label string, dumpCDS bool) (*process, error) {
+	java, err := javaPath()
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, "broker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("kafkatest: open broker log: %w", err)
+	}
+	fmt.Fprintf(logf, "==== kafkatest: starting broker %s at %s\n", label, time.Now().Format(time.RFC3339Nano))
+
+	cds, cdsFinish := cdsFlags(c.libs, java, archiveName(MainKafka), dumpCDS)
+	args := append(brokerJVMOpts(c.opts.HeapMB), cds...)
+	args = append(args,
+		"-Dlog4j2.configurationFile="+filepath.Join(c.libs, "log4j2.properties"),
+		"-Dkafkatest.log.level="+c.opts.LogLevel,
+		"-Dkafka.logs.dir="+filepath.Join(dir, "logs"),
+		"-cp", filepath.Join(c.libs, "*"),
+		MainKafka, props)
+	cmd := exec.Command(java, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		cdsFinish(nil)
+		return nil, fmt.Errorf("kafkatest: start broker JVM (%s): %w", label, err)
+	}
+	p := &process{cmd: cmd, log: logf, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		p.log.Close()
+		// A broker that exited cleanly (Stop, Close) has dumped its class
+		// archive by now; one that was killed has not.
+		cdsFinish(cmd.ProcessState)
+		close(p.done)
+	}()
+	return p, nil
 }
 
 // brokerJVMOpts keep the broker small: a capped heap, and the serial
@@ -339,6 +454,12 @@ func (c *Cluster) stopLocked(sig syscall.Signal, grace time.Duration) {
 		return
 	}
 	c.proc = nil
+	stopProcess(p, sig, grace)
+}
+
+// stopProcess signals a node's process group and waits for the JVM to be
+// reaped, sending SIGKILL if it outlives grace.
+func stopProcess(p *process, sig syscall.Signal, grace time.Duration) {
 	signalGroup(p.cmd.Process, sig)
 	if sig != syscall.SIGKILL {
 		timer := time.NewTimer(grace)
@@ -364,7 +485,14 @@ func (c *Cluster) Close() {
 		return
 	}
 	c.closed = true
+	var wg sync.WaitGroup
+	for _, n := range c.brokers {
+		if n.proc != nil {
+			wg.Go(func() { stopProcess(n.proc, syscall.SIGTERM, stopGracePeriod) })
+		}
+	}
 	c.stopLocked(syscall.SIGTERM, stopGracePeriod)
+	wg.Wait()
 	os.RemoveAll(c.dir)
 	unregister(c)
 }
@@ -473,8 +601,11 @@ func (c *Cluster) LogFile() string { return filepath.Join(c.dir, "broker.log") }
 func (c *Cluster) propsPath() string { return filepath.Join(c.dir, "server.properties") }
 
 // LogTail returns the last n lines of the broker log.
-func (c *Cluster) LogTail(n int) string {
-	f, err := os.Open(c.LogFile())
+func (c *Cluster) LogTail(n int) string { return tailFile(c.LogFile(), n) }
+
+// tailFile returns the last n lines of a broker log.
+func tailFile(path string, n int) string {
+	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Sprintf("(no broker log: %v)", err)
 	}

@@ -1,7 +1,7 @@
 // Package kafkatest runs real Apache Kafka brokers for integration tests.
 //
 // Each [Cluster] is one single-node KRaft server (broker and controller in one
-// JVM) listening on 127.0.0.1 with free ports and keeping its data in a
+// JVM; more brokers on request, see below) listening on 127.0.0.1 with free ports and keeping its data in a
 // temporary directory. The Kafka jars come from scripts/kafka-dist.sh, which
 // fetches them from Maven Central once and caches them under
 // ${KMIGRATE_CACHE:-$HOME/.cache/kmigrate}.
@@ -51,6 +51,15 @@
 // OAUTHBEARER to the SASL listeners (unsecured JWTs, see UnsecuredJWT) and
 // Options.MTLS makes the SSL listener require the client certificate of
 // Cluster.ClientCertFiles / Cluster.ClientTLSConfig.
+//
+// # Several brokers
+//
+// Options.Brokers > 1 adds broker-only nodes (ids 2, 3, ...) beside the
+// first, which stays the KRaft controller. Topics keep one replica, so a
+// topic's partitions are led by different brokers: what a proxy must split
+// requests across. Clients bootstrap on Cluster.Bootstrap as usual; the
+// others are found through Metadata. Stop, Kill and Restart act on the
+// first node only.
 //
 // # Kafka's CLI tools
 //

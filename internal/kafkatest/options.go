@@ -102,6 +102,15 @@ type Options struct {
 	// {"log.retention.ms": "1000"}. Listener settings are the harness's.
 	BrokerConfig map[string]string
 
+	// Brokers is how many brokers the cluster has (default 1). The first
+	// node is the KRaft controller and a broker, as in a single-node
+	// cluster; the others are brokers only (node ids 2, 3, ...), each with
+	// a PLAINTEXT listener. Topics keep one replica, so their partitions
+	// spread over the brokers, each led by the one holding it. SASL, TLS
+	// and RelayedAddr apply to single-broker clusters only. Stop, Kill and
+	// Restart act on the first node; Close stops them all.
+	Brokers int
+
 	// HeapMB is the broker JVM's maximum heap (default 512).
 	HeapMB int
 	// StartTimeout bounds formatting plus start-up until the broker answers
@@ -136,6 +145,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.SASL && len(o.Users) == 0 {
 		o.Users = []User{DefaultUser}
+	}
+	if o.Brokers <= 0 {
+		o.Brokers = 1
+	}
+	if o.Brokers > 1 && (o.SASL || o.TLS || o.RelayedAddr != "") {
+		return o, fmt.Errorf("kafkatest: %d brokers: SASL, TLS and RelayedAddr are for single-broker clusters", o.Brokers)
 	}
 	if o.OAuthBearer && !o.SASL {
 		return o, fmt.Errorf("kafkatest: OAuthBearer needs SASL (the mechanism lives on the SASL listeners)")

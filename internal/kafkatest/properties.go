@@ -5,53 +5,19 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
-// serverProperties renders the broker's server.properties.
+// serverProperties renders the first node's server.properties.
 func (c *Cluster) serverProperties() string {
-	p := map[string]string{
-		// One JVM is both the KRaft controller and the broker. The quorum is
-		// the dynamic single-voter kind made by `kafka-storage format
-		// --standalone`, as in Kafka's own config/server.properties.
-		"process.roles":                       "broker,controller",
-		"node.id":                             "1",
-		"controller.quorum.bootstrap.servers": c.hostPort(controllerListener),
-		"controller.listener.names":           controllerListener,
-		"inter.broker.listener.name":          string(Plaintext),
-		"log.dirs":                            filepath.Join(c.dir, "data"),
-
-		// A single broker: every internal topic must live with one replica.
-		"num.partitions":                                   "1",
-		"default.replication.factor":                       "1",
-		"min.insync.replicas":                              "1",
-		"offsets.topic.replication.factor":                 "1",
-		"transaction.state.log.replication.factor":         "1",
-		"transaction.state.log.min.isr":                    "1",
-		"share.coordinator.state.topic.replication.factor": "1",
-		"share.coordinator.state.topic.min.isr":            "1",
-		"auto.create.topics.enable":                        "true",
-		"delete.topic.enable":                              "true",
-
-		// Speed: no wait before the first rebalance, fewer partitions in the
-		// internal topics (50 each by default, created on first use), and
-		// fewer threads so two brokers fit on a 2-CPU machine.
-		"group.initial.rebalance.delay.ms":     "0",
-		"offsets.topic.num.partitions":         "10",
-		"transaction.state.log.num.partitions": "10",
-		"num.network.threads":                  "2",
-		"num.io.threads":                       "4",
-		"num.recovery.threads.per.data.dir":    "1",
-		"background.threads":                   "4",
-		// After a crash (Kill) the restarted broker cannot register until
-		// the controller expires its previous session (9s by default), so
-		// keep sessions short; heartbeats are loopback calls within one JVM.
-		"broker.session.timeout.ms":    "4500",
-		"broker.heartbeat.interval.ms": "1000",
-		// The log cleaner allocates its dedupe buffer (128 MiB by default)
-		// on the heap at start-up; 16 MiB is plenty for tests.
-		"log.cleaner.dedupe.buffer.size": "16777216",
-	}
+	p := c.commonProperties()
+	// One JVM is both the KRaft controller and a broker. The quorum is the
+	// dynamic single-voter kind made by `kafka-storage format --standalone`,
+	// as in Kafka's own config/server.properties.
+	p["process.roles"] = "broker,controller"
+	p["node.id"] = "1"
+	p["log.dirs"] = filepath.Join(c.dir, "data")
 
 	var listeners, advertisedListeners, protoMap []string
 	for _, l := range c.opts.listeners() {
@@ -123,6 +89,63 @@ func (c *Cluster) serverProperties() string {
 		}
 	}
 
+	for k, v := range c.opts.BrokerConfig {
+		p[k] = v
+	}
+	return renderProperties(p)
+}
+
+// commonProperties are the settings every node of the cluster shares.
+func (c *Cluster) commonProperties() map[string]string {
+	return map[string]string{
+		"controller.quorum.bootstrap.servers": c.hostPort(controllerListener),
+		"controller.listener.names":           controllerListener,
+		"inter.broker.listener.name":          string(Plaintext),
+
+		// One replica of everything: a single broker, or each partition on
+		// one of several (Options.Brokers).
+		"num.partitions":                                   "1",
+		"default.replication.factor":                       "1",
+		"min.insync.replicas":                              "1",
+		"offsets.topic.replication.factor":                 "1",
+		"transaction.state.log.replication.factor":         "1",
+		"transaction.state.log.min.isr":                    "1",
+		"share.coordinator.state.topic.replication.factor": "1",
+		"share.coordinator.state.topic.min.isr":            "1",
+		"auto.create.topics.enable":                        "true",
+		"delete.topic.enable":                              "true",
+
+		// Speed: no wait before the first rebalance, fewer partitions in the
+		// internal topics (50 each by default, created on first use), and
+		// fewer threads so two brokers fit on a 2-CPU machine.
+		"group.initial.rebalance.delay.ms":     "0",
+		"offsets.topic.num.partitions":         "10",
+		"transaction.state.log.num.partitions": "10",
+		"num.network.threads":                  "2",
+		"num.io.threads":                       "4",
+		"num.recovery.threads.per.data.dir":    "1",
+		"background.threads":                   "4",
+		// After a crash (Kill) the restarted broker cannot register until
+		// the controller expires its previous session (9s by default), so
+		// keep sessions short; heartbeats are loopback calls within one JVM.
+		"broker.session.timeout.ms":    "4500",
+		"broker.heartbeat.interval.ms": "1000",
+		// The log cleaner allocates its dedupe buffer (128 MiB by default)
+		// on the heap at start-up; 16 MiB is plenty for tests.
+		"log.cleaner.dedupe.buffer.size": "16777216",
+	}
+}
+
+// brokerProperties renders the server.properties of a broker-only node of a
+// multi-broker cluster (Options.Brokers).
+func (c *Cluster) brokerProperties(n *brokerNode) string {
+	p := c.commonProperties()
+	p["process.roles"] = "broker"
+	p["node.id"] = strconv.Itoa(n.id)
+	p["log.dirs"] = filepath.Join(n.dir, "data")
+	p["listeners"] = string(Plaintext) + "://" + n.addr()
+	p["advertised.listeners"] = string(Plaintext) + "://" + n.addr()
+	p["listener.security.protocol.map"] = string(Plaintext) + ":PLAINTEXT," + controllerListener + ":PLAINTEXT"
 	for k, v := range c.opts.BrokerConfig {
 		p[k] = v
 	}

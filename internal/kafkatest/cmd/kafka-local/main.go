@@ -18,11 +18,12 @@ func main() {
 	name := flag.String("name", "source", "cluster name (logs, data directory)")
 	addrFile := flag.String("addr-file", "", "write the bootstrap address to this file once the broker is up")
 	relayed := flag.String("relayed-addr", "", "also listen on a plaintext listener advertised as this address (a relay forwarding to the address printed for it)")
+	brokers := flag.Int("brokers", 1, "brokers in the cluster (the first is also the controller)")
 	heapMB := flag.Int("heap-mb", 0, "broker JVM heap in MiB (0: the harness default)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	c, err := kafkatest.Start(ctx, kafkatest.Options{Name: *name, HeapMB: *heapMB, RelayedAddr: *relayed})
+	c, err := kafkatest.Start(ctx, kafkatest.Options{Name: *name, HeapMB: *heapMB, RelayedAddr: *relayed, Brokers: *brokers})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kafka-local:", err)
 		os.Exit(1)
