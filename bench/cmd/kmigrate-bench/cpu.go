@@ -137,9 +137,10 @@ func isDescendant(pid int) bool {
 	return false
 }
 
-// findBroker returns the pid of the Kafka broker JVM among this process's
-// descendants (the harness starts it), or 0.
-func findBroker() int {
+// findBrokers returns the pids of the Kafka broker JVMs among this process's
+// descendants (the harness starts them), in start order.
+func findBrokers() []int {
+	var pids []int
 	for _, pid := range descendants(os.Getpid()) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		if err != nil {
@@ -147,8 +148,8 @@ func findBroker() int {
 		}
 		args := bytes.Split(bytes.TrimRight(b, "\x00"), []byte{0})
 		if len(args) > 0 && filepath.Base(string(args[0])) == "java" && bytes.Equal(args[len(args)-2], []byte("kafka.Kafka")) {
-			return pid
+			pids = append(pids, pid)
 		}
 	}
-	return 0
+	return pids
 }

@@ -58,6 +58,7 @@ type config struct {
 	latencyDuration time.Duration
 	latencyLinger   time.Duration
 	brokerHeapMB    int
+	brokers         int
 	javaRecords     int64
 
 	mirrorRecords      int64
@@ -108,6 +109,7 @@ func parseFlags() *config {
 	flag.DurationVar(&c.latencyLinger, "latency-linger", 0, "producer linger for latency runs")
 	flag.Int64Var(&c.javaRecords, "java-records", 300000, "records per run of the java-produce suite (Kafka's ProducerPerformance; add it with -suites)")
 	flag.IntVar(&c.brokerHeapMB, "broker-heap-mb", 1024, "heap of the broker started by the harness")
+	flag.IntVar(&c.brokers, "brokers", 1, "brokers of the cluster the harness starts; with more than one, a topic's partitions have leaders on several and the proxy splits every produce and fetch")
 
 	flag.Int64Var(&c.mirrorRecords, "mirror-records", 300000, "mirror suite: records in the source topic before the replicator starts (throughput)")
 	flag.StringVar(&c.mirrorLagRates, "mirror-lag-rates", "0.5x,10000", "mirror suite: rates of the lag runs, comma-separated: records/s, or a share of the direct produce throughput (measured once at setup) such as 0.5x")
@@ -128,6 +130,9 @@ func parseFlags() *config {
 	flag.Parse()
 	if flag.NArg() > 0 {
 		log.Fatalf("unexpected arguments: %q", flag.Args())
+	}
+	if c.brokers > 1 && c.relay {
+		log.Fatalf("-relay needs a single broker: a relay forwards to one address")
 	}
 	if c.relay && (c.bootstrap != "" || c.proxyBootstrap != "" || c.directOnly) {
 		log.Fatalf("-relay needs the harness's broker and measures the relay in place of the proxy: not with -bootstrap, -proxy-bootstrap or -direct-only")
@@ -268,6 +273,9 @@ func run(ctx context.Context, cfg *config) (int, error) {
 	// The broker.
 	kafkaVersion := kafkatest.KafkaVersion
 	brokerNote := "single-node KRaft broker started by internal/kafkatest"
+	if cfg.brokers > 1 {
+		brokerNote = fmt.Sprintf("KRaft cluster of %d brokers started by internal/kafkatest (the first also the controller; topics have one replica, so partitions spread over the brokers)", cfg.brokers)
+	}
 	bootstrap := cfg.bootstrap
 	// With -relay: the relay's address, which the broker advertises on
 	// its relayed listener, and that listener's own address.
@@ -276,7 +284,7 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		e.logf("starting Kafka %s ...", kafkatest.KafkaVersion)
 		var c *kafkatest.Cluster
 		for attempt := 1; ; attempt++ {
-			opts := kafkatest.Options{Name: "bench", HeapMB: cfg.brokerHeapMB}
+			opts := kafkatest.Options{Name: "bench", HeapMB: cfg.brokerHeapMB, Brokers: cfg.brokers}
 			if cfg.relay {
 				if relayAddr, err = freeAddr(); err != nil {
 					return 1, err
@@ -300,10 +308,16 @@ func run(ctx context.Context, cfg *config) (int, error) {
 			relayTo = c.Addr(kafkatest.Relayed)
 		}
 		e.logf("Kafka up at %s in %s", bootstrap, c.StartupTime().Round(time.Millisecond))
-		if pid := findBroker(); pid != 0 {
-			e.tracked = append(e.tracked, tracked{label: "broker", pid: pid})
-		} else {
+		pids := findBrokers()
+		if len(pids) == 0 {
 			e.logf("broker JVM not found among this process's children: no broker CPU figures")
+		}
+		for i, pid := range pids {
+			label := "broker"
+			if len(pids) > 1 {
+				label = fmt.Sprintf("broker%d", i+1)
+			}
+			e.tracked = append(e.tracked, tracked{label: label, pid: pid})
 		}
 	} else {
 		kafkaVersion = "unknown (external -bootstrap)"
@@ -472,8 +486,11 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		}
 	}
 	proxyBegin, proxyEnd := beginMarker, endMarker
-	if cfg.relay {
+	switch {
+	case cfg.relay:
 		proxyBegin, proxyEnd = relayBeginMarker, relayEndMarker
+	case cfg.brokers > 1:
+		proxyBegin, proxyEnd = brokersBeginMarker, brokersEndMarker
 	}
 	pass := true
 	for _, g := range []struct {
