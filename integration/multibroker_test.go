@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,9 +24,9 @@ import (
 //
 //   - a direct read of the topic equals the acknowledgements record by
 //     record (partition, offset, key, value, headers, timestamp);
-//   - a franz-go group consumer and kcat (librdkafka, assign mode), both
-//     through the bootstrap, read exactly those records: 0 lost, 0
-//     duplicated, 0 reordered.
+//   - a franz-go group consumer, Kafka's console consumer (the Java client)
+//     and kcat (librdkafka, assign mode), all through the bootstrap, read
+//     exactly those records: 0 lost, 0 duplicated, 0 reordered.
 func TestMultiBrokerUpstream(t *testing.T) {
 	c := kafkatest.StartT(t, kafkatest.Options{Name: "multi", Brokers: 3})
 	boot := bootstrap(t, c)
@@ -151,6 +152,33 @@ func TestMultiBrokerUpstream(t *testing.T) {
 		assertClean(t, "direct read vs franz-go group consumer", Compare(log, consumed))
 	})
 
+	t.Run("java console consumer", func(t *testing.T) {
+		ctx := testCtx(t, 2*time.Minute)
+		stdout, stderr, err := kafkatest.Tool(ctx, kafkatest.MainConsoleConsumer,
+			"--bootstrap-server", boot, "--topic", topic,
+			"--group", uniqueName(t, "group"), "--from-beginning",
+			"--max-messages", strconv.Itoa(len(log)),
+			"--timeout-ms", "30000",
+			"--property", "print.timestamp=true",
+			"--property", "print.partition=true",
+			"--property", "print.offset=true",
+			"--property", "print.headers=true",
+			"--property", "print.key=true",
+			"--property", "null.literal="+consoleNull,
+		)
+		if err != nil {
+			t.Fatalf("ConsoleConsumer: %v\n%s", err, tail(stderr, 2000))
+		}
+		consumed, err := parseConsoleOutput(topic, stdout)
+		if err != nil {
+			t.Fatalf("ConsoleConsumer output: %v", err)
+		}
+		if len(consumed) != len(log) {
+			t.Errorf("ConsoleConsumer printed %d records, want %d", len(consumed), len(log))
+		}
+		assertClean(t, "direct read vs Java ConsoleConsumer", Compare(log, consumed))
+	})
+
 	t.Run("kcat assign", func(t *testing.T) {
 		kcat, err := kafkatest.Kcat()
 		if err != nil {
@@ -199,4 +227,105 @@ func distinctValues(m map[int32]int32) []string {
 	}
 	slices.Sort(vs)
 	return vs
+}
+
+// TestMultiBrokerIdlePartitions: records go only to the partitions one
+// broker leads; the other brokers' partitions stay idle, so their
+// sub-fetches long-poll for the consumer's whole max wait (5 s here). A
+// broker answers as soon as min bytes are there, and so must the proxy:
+// small fetches (64 KiB per partition) read 2,000 records of 1 KiB in some
+// 16 fetches, none of whose answers may wait out the max wait. Waiting for
+// every sub-fetch, as the proxy once did, made each of them take 5 s.
+func TestMultiBrokerIdlePartitions(t *testing.T) {
+	c := kafkatest.StartT(t, kafkatest.Options{Name: "multi-idle", Brokers: 3})
+	boot := bootstrap(t, c)
+	topic := uniqueName(t, "topic")
+	createTopic(t, c, topic, 6)
+	adm := directAdmin(t, c)
+	ctx := testCtx(t, 2*time.Minute)
+	leaders := partitionLeaders(t, ctx, adm, topic)
+	busy := leaders[0]
+	var busyParts []int32
+	for p, l := range leaders {
+		if l == busy {
+			busyParts = append(busyParts, p)
+		}
+	}
+	slices.Sort(busyParts)
+	if len(busyParts) == len(leaders) {
+		t.Fatalf("broker %d leads every partition (%v): no idle broker", busy, leaders)
+	}
+
+	prod, err := kgo.NewClient(
+		kgo.SeedBrokers(c.Bootstrap()),
+		kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerBatchMaxBytes(16<<10), // batches below the fetch's partition limit
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	const n = 2000
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		recs[i] = franzRecord(i, "idle")
+		recs[i].Value = append(recs[i].Value, make([]byte, 1024)...)
+		recs[i].Partition = busyParts[i%len(busyParts)]
+	}
+	produced := produceAll(t, ctx, prod, recs)
+	sortByPartitionOffset(produced)
+
+	const maxWait = 5 * time.Second
+	fetches := &fetchTimes{}
+	cons, err := kgo.NewClient(
+		kgo.SeedBrokers(boot),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(maxWait),
+		kgo.FetchMaxPartitionBytes(64<<10),
+		kgo.FetchMaxBytes(256<<10),
+		kgo.WithHooks(fetches),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	consumed := pollUntil(t, ctx, cons, n, time.Second)
+	sortByPartitionOffset(consumed)
+	assertClean(t, "acknowledgements vs franz-go consumer through the bootstrap", Compare(produced, consumed))
+	withRecords, slowest := fetches.summary()
+	t.Logf("%d fetch answers with records; the slowest took %v (max wait %v; idle brokers lead %d of %d partitions)",
+		withRecords, slowest.Round(time.Millisecond), maxWait, len(leaders)-len(busyParts), len(leaders))
+	if withRecords < 10 {
+		t.Errorf("only %d fetch answers with records: fetches too large to show a wait per fetch", withRecords)
+	}
+	if slowest >= maxWait/2 {
+		t.Errorf("a fetch answer with records took %v: it waited for idle brokers' long polls (max wait %v)", slowest, maxWait)
+	}
+}
+
+// fetchTimes is a franz-go hook timing the client's fetch requests whose
+// answers carried records (more than 16 KiB read).
+type fetchTimes struct {
+	mu          sync.Mutex
+	withRecords int
+	slowest     time.Duration
+}
+
+func (f *fetchTimes) OnBrokerE2E(_ kgo.BrokerMetadata, key int16, e kgo.BrokerE2E) {
+	if key != 1 || e.Err() != nil || e.BytesRead < 16<<10 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.withRecords++
+	f.slowest = max(f.slowest, e.DurationE2E())
+}
+
+func (f *fetchTimes) summary() (int, time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.withRecords, f.slowest
 }

@@ -51,11 +51,56 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			c.fetchToTarget(split[b], fm)
 		}
 	}
-	calls, err := c.scatter(r, order, func(b brokerKey) kmsg.Request {
+	build := func(b brokerKey) kmsg.Request {
 		sub := *req
 		sub.Topics = split[b]
 		return &sub
-	}, true)
+	}
+	if c.p.target == nil && len(order) > 1 {
+		// Several brokers: answer as soon as one brings records, and
+		// keep the others' long polls for the next fetch (fetchfanout.go).
+		calls, err := c.sendSubFetches(split, order, func(b brokerKey) (*call, error) {
+			sent, err := c.scatter(r, []brokerKey{b}, func(b brokerKey) kmsg.Request {
+				sub := *req
+				sub.Topics = split[b]
+				if !c.marksKnown(sub.Topics) {
+					sub.MaxWaitMillis = 0
+				}
+				return &sub
+			}, true)
+			if err != nil {
+				return nil, err
+			}
+			return sent[0], nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) ([]byte, error) {
+			resps, err := c.awaitSubFetches(ctx, calls, split, order, req, r.APIVersion)
+			if err != nil {
+				return nil, err
+			}
+			c.rememberMarks(resps)
+			lists := make([][]kmsg.FetchResponseTopic, len(resps))
+			merged := kmsg.NewPtrFetchResponse()
+			merged.SetVersion(r.APIVersion)
+			for i, resp := range resps {
+				if resp == nil {
+					resp = c.emptyFetchAnswer(split[order[i]])
+				}
+				lists[i] = resp.Topics
+				merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
+				if merged.ErrorCode == 0 {
+					merged.ErrorCode = resp.ErrorCode
+				}
+			}
+			merged.Topics = mergeTopics(lists, fetchResponseTopics)
+			c.p.rewriteFetchHints(merged)
+			return merged.AppendTo(nil), nil
+		}, nil
+	}
+	calls, err := c.scatter(r, order, build, true)
 	if err != nil {
 		return nil, err
 	}

@@ -53,6 +53,10 @@ type clientConn struct {
 	cancel context.CancelFunc
 
 	queue chan *pendingResponse // bounded: the reader blocks when full
+	// fanout keeps the sub-fetches of split fetches answered without
+	// them (fetchfanout.go).
+	fanout fanoutState
+
 	// budget bounds the bytes this connection's requests and answers
 	// reserve (memory.go).
 	budget *semaphore.Weighted
