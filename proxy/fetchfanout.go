@@ -62,8 +62,9 @@ type fanoutState struct {
 
 // sendSubFetches sends a split fetch's sub-fetches, or takes over a pending
 // one that asks exactly the same of its broker.
-func (c *clientConn) sendSubFetches(split map[brokerKey][]kmsg.FetchRequestTopic, order []brokerKey, send func(brokerKey) (*call, error)) ([]*call, error) {
-	calls := make([]*call, len(order))
+func (c *clientConn) sendSubFetches(split map[brokerKey][]kmsg.FetchRequestTopic, order []brokerKey, send func(brokerKey) (*call, error)) (calls []*call, reused []bool, err error) {
+	calls = make([]*call, len(order))
+	reused = make([]bool, len(order))
 	c.fanout.mu.Lock()
 	if c.fanout.pending == nil {
 		c.fanout.pending = make(map[brokerKey]*fanoutFetch)
@@ -72,7 +73,7 @@ func (c *clientConn) sendSubFetches(split map[brokerKey][]kmsg.FetchRequestTopic
 		if p := c.fanout.pending[b]; p != nil {
 			delete(c.fanout.pending, b)
 			if sameFetch(p.asked, split[b]) {
-				calls[i] = p.call
+				calls[i], reused[i] = p.call, true
 			}
 		}
 	}
@@ -81,13 +82,11 @@ func (c *clientConn) sendSubFetches(split map[brokerKey][]kmsg.FetchRequestTopic
 		if calls[i] != nil {
 			continue
 		}
-		cl, err := send(b)
-		if err != nil {
-			return nil, err
+		if calls[i], err = send(b); err != nil {
+			return nil, nil, err
 		}
-		calls[i] = cl
 	}
-	return calls, nil
+	return calls, reused, nil
 }
 
 // sameFetch reports whether two sub-fetches ask the same partitions from
@@ -104,10 +103,11 @@ func sameFetch(a, b []kmsg.FetchRequestTopic) bool {
 
 // awaitSubFetches waits for a split fetch's sub-fetches as a broker would
 // for its partitions: until those back hold min bytes of records or an
-// error, or all are back, or the max wait has passed (with slack for the
-// brokers' own round trips). It returns the decoded answers, nil for those
-// still out, which stay pending.
-func (c *clientConn) awaitSubFetches(ctx context.Context, calls []*call, split map[brokerKey][]kmsg.FetchRequestTopic, order []brokerKey, req *kmsg.FetchRequest, version int16) ([]*kmsg.FetchResponse, error) {
+// error (and the fresh ones are back, or had freshGrace more), or all are
+// back, or the max wait has passed (with slack for the brokers' own round
+// trips). It returns the decoded answers, nil for those still out, which
+// stay pending.
+func (c *clientConn) awaitSubFetches(ctx context.Context, calls []*call, reused []bool, split map[brokerKey][]kmsg.FetchRequestTopic, order []brokerKey, req *kmsg.FetchRequest, version int16) ([]*kmsg.FetchResponse, error) {
 	// One watcher per call reports its index once it is done; all end
 	// when this returns.
 	done := make(chan int, len(calls))
@@ -125,14 +125,25 @@ func (c *clientConn) awaitSubFetches(ctx context.Context, calls []*call, split m
 	deadline := time.NewTimer(time.Duration(req.MaxWaitMillis)*time.Millisecond + fanoutSlack)
 	defer deadline.Stop()
 	resps := make([]*kmsg.FetchResponse, len(calls))
-	var got int64 // record bytes in the answers back
+	var got int64              // record bytes in the answers back
+	var grace <-chan time.Time // once min bytes are back: the fresh ones' last chance
+wait:
 	for back := 0; back < len(calls); {
 		if back > 0 && (got >= int64(max(req.MinBytes, 1)) || anyFetchError(resps)) && c.canAnswerWithout(resps, split, order) {
-			break
+			if freshBack(resps, reused) {
+				break
+			}
+			if grace == nil {
+				t := time.NewTimer(freshGrace)
+				defer t.Stop()
+				grace = t.C
+			}
 		}
 		var i int
 		select {
 		case i = <-done:
+		case <-grace:
+			break wait
 		case <-deadline.C:
 			if c.canAnswerWithout(resps, split, order) {
 				return c.leavePending(calls, resps, split, order), nil
@@ -165,6 +176,24 @@ func (c *clientConn) leavePending(calls []*call, resps []*kmsg.FetchResponse, sp
 	}
 	return resps
 }
+
+// freshBack reports whether every sub-fetch sent for this fetch (not
+// taken over from an earlier one) is back. A broker that answered the last
+// fetch with records likely has more and answers at once: waiting a moment
+// for it merges every broker's records into one answer, where answering
+// with the first would take a client round trip per broker.
+func freshBack(resps []*kmsg.FetchResponse, reused []bool) bool {
+	for i, r := range resps {
+		if r == nil && !reused[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// freshGrace bounds that moment: a fresh sub-fetch whose broker has no
+// more records long-polls, and the answer goes without it.
+const freshGrace = 5 * time.Millisecond
 
 // fanoutSlack is how long past the client's max wait the proxy still waits
 // for a sub-fetch before answering without it.
