@@ -59,7 +59,7 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	if c.p.target == nil && len(order) > 1 {
 		// Several brokers: answer as soon as one brings records, and
 		// keep the others' long polls for the next fetch (fetchfanout.go).
-		calls, reused, err := c.sendSubFetches(split, order, func(b brokerKey) (*call, error) {
+		calls, backlogged, err := c.sendSubFetches(split, order, func(b brokerKey) (*call, error) {
 			sent, err := c.scatter(r, []brokerKey{b}, func(b brokerKey) kmsg.Request {
 				sub := *req
 				sub.Topics = split[b]
@@ -77,7 +77,7 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			return nil, err
 		}
 		return func(ctx context.Context) ([]byte, error) {
-			resps, err := c.awaitSubFetches(ctx, calls, reused, split, order, req, r.APIVersion)
+			resps, err := c.awaitSubFetches(ctx, calls, backlogged, split, order, req, r.APIVersion)
 			if err != nil {
 				return nil, err
 			}

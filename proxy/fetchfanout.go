@@ -62,18 +62,19 @@ type fanoutState struct {
 
 // sendSubFetches sends a split fetch's sub-fetches, or takes over a pending
 // one that asks exactly the same of its broker.
-func (c *clientConn) sendSubFetches(split map[brokerKey][]kmsg.FetchRequestTopic, order []brokerKey, send func(brokerKey) (*call, error)) (calls []*call, reused []bool, err error) {
+func (c *clientConn) sendSubFetches(split map[brokerKey][]kmsg.FetchRequestTopic, order []brokerKey, send func(brokerKey) (*call, error)) (calls []*call, backlogged []bool, err error) {
 	calls = make([]*call, len(order))
-	reused = make([]bool, len(order))
+	backlogged = make([]bool, len(order))
 	c.fanout.mu.Lock()
 	if c.fanout.pending == nil {
 		c.fanout.pending = make(map[brokerKey]*fanoutFetch)
 	}
 	for i, b := range order {
+		backlogged[i] = c.hasBacklog(split[b])
 		if p := c.fanout.pending[b]; p != nil {
 			delete(c.fanout.pending, b)
 			if sameFetch(p.asked, split[b]) {
-				calls[i], reused[i] = p.call, true
+				calls[i] = p.call
 			}
 		}
 	}
@@ -86,7 +87,21 @@ func (c *clientConn) sendSubFetches(split map[brokerKey][]kmsg.FetchRequestTopic
 			return nil, nil, err
 		}
 	}
-	return calls, reused, nil
+	return calls, backlogged, nil
+}
+
+// hasBacklog reports whether a sub-fetch asks a partition from before its
+// last known high watermark: its broker has records for it and answers at
+// once. c.fanout.mu must be held.
+func (c *clientConn) hasBacklog(asked []kmsg.FetchRequestTopic) bool {
+	for _, t := range asked {
+		for _, p := range t.Partitions {
+			if m, ok := c.fanout.marks[partitionKey(fetchTopics.key(&t), p.Partition)]; ok && p.FetchOffset < m.highWatermark {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // sameFetch reports whether two sub-fetches ask the same partitions from
@@ -103,11 +118,11 @@ func sameFetch(a, b []kmsg.FetchRequestTopic) bool {
 
 // awaitSubFetches waits for a split fetch's sub-fetches as a broker would
 // for its partitions: until those back hold min bytes of records or an
-// error (and the fresh ones are back, or had freshGrace more), or all are
+// error (and the backlogged ones are back, or had backlogGrace more), or all are
 // back, or the max wait has passed (with slack for the brokers' own round
 // trips). It returns the decoded answers, nil for those still out, which
 // stay pending.
-func (c *clientConn) awaitSubFetches(ctx context.Context, calls []*call, reused []bool, split map[brokerKey][]kmsg.FetchRequestTopic, order []brokerKey, req *kmsg.FetchRequest, version int16) ([]*kmsg.FetchResponse, error) {
+func (c *clientConn) awaitSubFetches(ctx context.Context, calls []*call, backlogged []bool, split map[brokerKey][]kmsg.FetchRequestTopic, order []brokerKey, req *kmsg.FetchRequest, version int16) ([]*kmsg.FetchResponse, error) {
 	// One watcher per call reports its index once it is done; all end
 	// when this returns.
 	done := make(chan int, len(calls))
@@ -126,15 +141,15 @@ func (c *clientConn) awaitSubFetches(ctx context.Context, calls []*call, reused 
 	defer deadline.Stop()
 	resps := make([]*kmsg.FetchResponse, len(calls))
 	var got int64              // record bytes in the answers back
-	var grace <-chan time.Time // once min bytes are back: the fresh ones' last chance
+	var grace <-chan time.Time // once min bytes are back: the backlogged ones' last chance
 wait:
 	for back := 0; back < len(calls); {
 		if back > 0 && (got >= int64(max(req.MinBytes, 1)) || anyFetchError(resps)) && c.canAnswerWithout(resps, split, order) {
-			if freshBack(resps, reused) {
+			if backloggedBack(resps, backlogged) {
 				break
 			}
 			if grace == nil {
-				t := time.NewTimer(freshGrace)
+				t := time.NewTimer(backlogGrace)
 				defer t.Stop()
 				grace = t.C
 			}
@@ -177,23 +192,23 @@ func (c *clientConn) leavePending(calls []*call, resps []*kmsg.FetchResponse, sp
 	return resps
 }
 
-// freshBack reports whether every sub-fetch sent for this fetch (not
-// taken over from an earlier one) is back. A broker that answered the last
-// fetch with records likely has more and answers at once: waiting a moment
-// for it merges every broker's records into one answer, where answering
-// with the first would take a client round trip per broker.
-func freshBack(resps []*kmsg.FetchResponse, reused []bool) bool {
+// backloggedBack reports whether every sub-fetch asking records its broker
+// is known to have (hasBacklog) is back. Such a broker answers at once:
+// waiting a moment for it puts every busy broker's records in one answer,
+// where answering with the first would cost a client round trip per
+// broker. A broker without a known backlog long-polls, and is not waited
+// for.
+func backloggedBack(resps []*kmsg.FetchResponse, backlogged []bool) bool {
 	for i, r := range resps {
-		if r == nil && !reused[i] {
+		if r == nil && backlogged[i] {
 			return false
 		}
 	}
 	return true
 }
 
-// freshGrace bounds that moment: a fresh sub-fetch whose broker has no
-// more records long-polls, and the answer goes without it.
-const freshGrace = 5 * time.Millisecond
+// backlogGrace bounds that moment.
+const backlogGrace = 5 * time.Millisecond
 
 // fanoutSlack is how long past the client's max wait the proxy still waits
 // for a sub-fetch before answering without it.
