@@ -63,6 +63,7 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			sent, err := c.scatter(r, []brokerKey{b}, func(b brokerKey) kmsg.Request {
 				sub := *req
 				sub.Topics = split[b]
+				sub.MaxWaitMillis = min(sub.MaxWaitMillis, fanoutMaxWait)
 				if !c.marksKnown(sub.Topics) {
 					sub.MaxWaitMillis = 0
 				}

@@ -210,6 +210,16 @@ func backloggedBack(resps []*kmsg.FetchResponse, backlogged []bool) bool {
 // backlogGrace bounds that moment.
 const backlogGrace = 5 * time.Millisecond
 
+// fanoutMaxWait caps the long poll of a sub-fetch. A pending sub-fetch the
+// client's next fetch cannot take over (it asks other partitions of that
+// broker) still holds the upstream connection until its broker answers,
+// and the next sub-fetch waits behind it: up to the client's whole max wait
+// (5 s in franz-go) for records that arrived meanwhile in a partition only
+// the next one asks. Capped, that wait is at most 500 ms, the Java client's
+// default max wait; an idle broker then gets a fetch every 500 ms from each
+// consumer connection.
+const fanoutMaxWait = 500
+
 // fanoutSlack is how long past the client's max wait the proxy still waits
 // for a sub-fetch before answering without it.
 const fanoutSlack = 100 * time.Millisecond
