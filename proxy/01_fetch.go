@@ -61,13 +61,12 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		// keep the others' long polls for the next fetch (fetchfanout.go).
 		calls, backlogged, err := c.sendSubFetches(split, order, func(b brokerKey) (*call, error) {
 			sent, err := c.scatter(r, []brokerKey{b}, func(b brokerKey) kmsg.Request {
-				sub := *req
-				sub.Topics = split[b]
+				sub := build(b).(*kmsg.FetchRequest)
 				sub.MaxWaitMillis = min(sub.MaxWaitMillis, fanoutMaxWait)
 				if !c.marksKnown(sub.Topics) {
 					sub.MaxWaitMillis = 0
 				}
-				return &sub
+				return sub
 			}, true)
 			if err != nil {
 				return nil, err
@@ -83,20 +82,12 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 				return nil, err
 			}
 			c.rememberMarks(resps)
-			lists := make([][]kmsg.FetchResponseTopic, len(resps))
-			merged := kmsg.NewPtrFetchResponse()
-			merged.SetVersion(r.APIVersion)
 			for i, resp := range resps {
 				if resp == nil {
-					resp = c.emptyFetchAnswer(split[order[i]])
-				}
-				lists[i] = resp.Topics
-				merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
-				if merged.ErrorCode == 0 {
-					merged.ErrorCode = resp.ErrorCode
+					resps[i] = c.emptyFetchAnswer(split[order[i]])
 				}
 			}
-			merged.Topics = mergeTopics(lists, fetchResponseTopics)
+			merged := mergeFetchAnswers(resps, r.APIVersion)
 			c.p.rewriteFetchHints(merged)
 			return merged.AppendTo(nil), nil
 		}, nil
@@ -161,22 +152,31 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 				c.fetchToVirtual(resp, fm)
 			}
 		}
-		merged := resps[0]
-		if len(resps) > 1 {
-			lists := make([][]kmsg.FetchResponseTopic, len(resps))
-			for i, resp := range resps {
-				lists[i] = resp.Topics
-				merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
-				if merged.ErrorCode == 0 {
-					merged.ErrorCode = resp.ErrorCode
-				}
-			}
-			merged.Topics = mergeTopics(lists, fetchResponseTopics)
-		}
-		merged.SessionID = 0
+		merged := mergeFetchAnswers(resps, r.APIVersion)
 		c.p.rewriteFetchHints(merged)
 		return merged.AppendTo(nil), nil
 	}, nil
+}
+
+// mergeFetchAnswers merges the answers of a split fetch into the first: all
+// their partitions, the longest throttle, the first top-level error, no
+// session (the client keeps sending full fetches).
+func mergeFetchAnswers(resps []*kmsg.FetchResponse, version int16) *kmsg.FetchResponse {
+	merged := resps[0]
+	merged.SetVersion(version) // the first may be an empty answer made here
+	if len(resps) > 1 {
+		lists := make([][]kmsg.FetchResponseTopic, len(resps))
+		for i, resp := range resps {
+			lists[i] = resp.Topics
+			merged.ThrottleMillis = maxThrottle(merged.ThrottleMillis, resp.ThrottleMillis)
+			if merged.ErrorCode == 0 {
+				merged.ErrorCode = resp.ErrorCode
+			}
+		}
+		merged.Topics = mergeTopics(lists, fetchResponseTopics)
+	}
+	merged.SessionID = 0
+	return merged
 }
 
 // waitFetchUnlessMoved waits for a fetch sent upstream, unless a topic in

@@ -227,18 +227,9 @@ const fanoutSlack = 100 * time.Millisecond
 // canAnswerWithout reports whether every partition of the sub-fetches still
 // out has known marks to answer it empty with.
 func (c *clientConn) canAnswerWithout(resps []*kmsg.FetchResponse, split map[brokerKey][]kmsg.FetchRequestTopic, order []brokerKey) bool {
-	c.fanout.mu.Lock()
-	defer c.fanout.mu.Unlock()
-	for i := range resps {
-		if resps[i] != nil {
-			continue
-		}
-		for _, t := range split[order[i]] {
-			for _, p := range t.Partitions {
-				if _, ok := c.fanout.marks[partitionKey(fetchTopics.key(&t), p.Partition)]; !ok {
-					return false
-				}
-			}
+	for i, resp := range resps {
+		if resp == nil && !c.marksKnown(split[order[i]]) {
+			return false
 		}
 	}
 	return true

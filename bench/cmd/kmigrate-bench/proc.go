@@ -124,11 +124,6 @@ func spawnProxy(bin, source, logPath string, extraArgs []string) (*proxyProc, er
 	if err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close() // the child holds its own descriptor
 	// Its own data directory: the default (./kmigrate-data) would be shared
 	// with any other kmigrate started from the same directory.
 	dataDir := filepath.Join(filepath.Dir(logPath), "kmigrate-data-"+filepath.Base(addr))
@@ -138,14 +133,28 @@ func spawnProxy(bin, source, logPath string, extraArgs []string) (*proxyProc, er
 		"--admin-listen", adminAddr,
 		"--data-dir", dataDir,
 	}, extraArgs...)
-	cmd := exec.Command(bin, args...)
+	p, err := startChild(exec.Command(bin, args...), addr, logPath)
+	if err != nil {
+		return nil, err
+	}
+	p.adminAddr = adminAddr
+	return p, nil
+}
+
+// startChild starts cmd, which will listen at addr, with its output in
+// logPath; it must not outlive the benchmark, even if that is killed.
+func startChild(cmd *exec.Cmd, addr, logPath string) (*proxyProc, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close() // the child holds its own descriptor
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// The proxy must not outlive the benchmark, even if it is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
-	p := &proxyProc{cmd: cmd, addr: addr, adminAddr: adminAddr, logPath: logPath, done: make(chan struct{})}
+	p := &proxyProc{cmd: cmd, addr: addr, logPath: logPath, done: make(chan struct{})}
 	go func() { p.waitErr = cmd.Wait(); close(p.done) }()
 	return p, nil
 }

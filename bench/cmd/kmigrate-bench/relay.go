@@ -134,20 +134,12 @@ func spawnRelay(ctx context.Context, listen, to, logPath string) (*proxyProc, er
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	logf, err := os.Create(logPath)
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), relayEnv+"="+listen+" "+to)
+	p, err := startChild(cmd, listen, logPath)
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close() // the child holds its own descriptor
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), relayEnv+"="+listen+" "+to)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start relay: %w", err)
-	}
-	p := &proxyProc{cmd: cmd, addr: listen, logPath: logPath, done: make(chan struct{})}
-	go func() { p.waitErr = cmd.Wait(); close(p.done) }()
 	if err := p.waitReady(ctx, 30*time.Second); err != nil {
 		p.stop()
 		return nil, fmt.Errorf("relay %s -> %s: %w\n--- relay log tail ---\n%s", listen, to, err, tail(logPath, 20))
