@@ -208,12 +208,21 @@ func (c *clientConn) sendProduce(r *protocol.Request, req *kmsg.ProduceRequest) 
 			sendOrder = append(sendOrder, b)
 		}
 	}
-	calls, err := c.scatter(r, sendOrder, func(b brokerKey) kmsg.Request {
+	calls := make([]*call, 0, len(sendOrder))
+	for _, b := range sendOrder {
 		sub := *req
 		sub.Topics = split[b]
-		return &sub
-	}, expectResponse)
-	return calls, sendOrder, refused, err
+		parts, ok := protocol.ProduceParts(&sub)
+		if !ok {
+			parts = [][]byte{sub.AppendTo(nil)}
+		}
+		cl, err := c.forwardPartsTo(b.cluster, b.id, r, parts, expectResponse)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		calls = append(calls, cl)
+	}
+	return calls, sendOrder, refused, nil
 }
 
 // anyMapped reports whether a produce for the source needs its batches

@@ -453,11 +453,16 @@ func (c *clientConn) forward(broker int32, req *protocol.Request, body []byte, e
 
 // forwardTo sends to a broker of the given cluster.
 func (c *clientConn) forwardTo(cl *cluster, broker int32, req *protocol.Request, body []byte, expectResponse bool) (*call, error) {
+	return c.forwardPartsTo(cl, broker, req, [][]byte{body}, expectResponse)
+}
+
+// forwardPartsTo is forwardTo with a body in parts (brokerConn.SendParts).
+func (c *clientConn) forwardPartsTo(cl *cluster, broker int32, req *protocol.Request, parts [][]byte, expectResponse bool) (*call, error) {
 	bc, err := c.upstream(cl, broker)
 	if err != nil {
 		return nil, asUpstreamError(err)
 	}
-	call, err := bc.Send(req.APIKey, req.APIVersion, req.Header, body, expectResponse)
+	call, err := bc.SendParts(req.APIKey, req.APIVersion, req.Header, parts, expectResponse)
 	return call, asUpstreamError(err)
 }
 

@@ -187,10 +187,11 @@ var errRetired = errors.New("replaced by a newly authenticated connection before
 
 // outgoing is one request queued for writeLoop.
 type outgoing struct {
-	key  int16
-	size [4]byte
-	hdr  []byte
-	body []byte
+	key   int16
+	size  [4]byte
+	hdr   []byte
+	parts [][]byte // the body, in order
+	n     int      // bytes in parts
 }
 
 // Send queues one request and returns its call, or nil when the request
@@ -203,6 +204,12 @@ type outgoing struct {
 // write can block for a whole produce; meanwhile the client's next request
 // is read and queued, ready the moment the broker wants it (writeLoop).
 func (bc *brokerConn) Send(key, version int16, header, body []byte, expectResponse bool) (*call, error) {
+	return bc.SendParts(key, version, header, [][]byte{body}, expectResponse)
+}
+
+// SendParts is Send with a body in parts (a split produce whose batches are
+// slices of the client's frame, protocol.ProduceParts), written in order.
+func (bc *brokerConn) SendParts(key, version int16, header []byte, parts [][]byte, expectResponse bool) (*call, error) {
 	bc.writeMu.Lock()
 	defer bc.writeMu.Unlock()
 	select {
@@ -212,8 +219,11 @@ func (bc *brokerConn) Send(key, version int16, header, body []byte, expectRespon
 	}
 	bc.nextCorr++
 	c := &call{key: key, version: version, corr: bc.nextCorr, done: make(chan struct{})}
-	o := outgoing{key: key, hdr: protocol.WithCorrelationID(header, c.corr), body: body}
-	n := len(o.hdr) + len(body)
+	o := outgoing{key: key, hdr: protocol.WithCorrelationID(header, c.corr), parts: parts}
+	for _, p := range parts {
+		o.n += len(p)
+	}
+	n := len(o.hdr) + o.n
 	o.size[0], o.size[1], o.size[2], o.size[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
 	// Enqueue the call before the request: the reader may see the
 	// response before Send returns.
@@ -278,12 +288,12 @@ func (bc *brokerConn) write(o outgoing, flush bool) error {
 	defer bc.wmu.Unlock()
 	bc.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	var err error
-	if len(o.body) >= bc.bw.Size() {
+	if o.n >= bc.bw.Size() {
 		// A large body (a produce) goes from the client's frame to the
 		// socket in one writev with its size and header; through the
 		// buffer, its first 64 KiB would be copied once more.
 		if err = bc.bw.Flush(); err == nil {
-			bufs := net.Buffers{o.size[:], o.hdr, o.body}
+			bufs := append(net.Buffers{o.size[:], o.hdr}, o.parts...)
 			_, err = bufs.WriteTo(bc.conn)
 		}
 	} else {
@@ -291,8 +301,10 @@ func (bc *brokerConn) write(o outgoing, flush bool) error {
 		if err == nil {
 			_, err = bc.bw.Write(o.hdr)
 		}
-		if err == nil {
-			_, err = bc.bw.Write(o.body)
+		for _, p := range o.parts {
+			if err == nil {
+				_, err = bc.bw.Write(p)
+			}
 		}
 		if err == nil && flush {
 			err = bc.bw.Flush()
