@@ -89,7 +89,7 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			}
 			merged := mergeFetchAnswers(resps, r.APIVersion)
 			c.p.rewriteFetchHints(merged)
-			return merged.AppendTo(nil), nil
+			return encodeFetchAnswer(merged), nil
 		}, nil
 	}
 	calls, err := c.scatter(r, order, build, true)
@@ -135,7 +135,7 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 				return body, nil
 			}
 			resp.SessionID = 0
-			return resp.AppendTo(nil), nil
+			return encodeFetchAnswer(resp), nil
 		}
 		resps := make([]*kmsg.FetchResponse, len(calls))
 		for i := range calls {
@@ -154,7 +154,7 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		}
 		merged := mergeFetchAnswers(resps, r.APIVersion)
 		c.p.rewriteFetchHints(merged)
-		return merged.AppendTo(nil), nil
+		return encodeFetchAnswer(merged), nil
 	}, nil
 }
 
