@@ -76,7 +76,7 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		if err != nil {
 			return nil, err
 		}
-		return func(ctx context.Context) ([]byte, error) {
+		return c.answerFetch(func(ctx context.Context) (*kmsg.FetchResponse, error) {
 			resps, err := c.awaitSubFetches(ctx, calls, backlogged, split, order, req, r.APIVersion)
 			if err != nil {
 				return nil, err
@@ -89,8 +89,8 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			}
 			merged := mergeFetchAnswers(resps, r.APIVersion)
 			c.p.rewriteFetchHints(merged)
-			return encodeFetchAnswer(merged), nil
-		}, nil
+			return merged, nil
+		}), nil
 	}
 	calls, err := c.scatter(r, order, build, true)
 	if err != nil {
@@ -119,8 +119,8 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			c.streamMoved = func() bool { return c.p.anyMoved(split[order[0]], servedAtSend) }
 		}
 	}
-	return func(ctx context.Context) ([]byte, error) {
-		if len(calls) == 1 && order[0].cluster == c.p.source {
+	if len(calls) == 1 && order[0].cluster == c.p.source {
+		return func(ctx context.Context) ([]byte, error) {
 			// The common case: forward the upstream bytes as they are when
 			// nothing names an upstream broker, saving a copy of every batch.
 			body, err := wait(ctx, 0)
@@ -136,7 +136,9 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			}
 			resp.SessionID = 0
 			return encodeFetchAnswer(resp), nil
-		}
+		}, nil
+	}
+	return c.answerFetch(func(ctx context.Context) (*kmsg.FetchResponse, error) {
 		resps := make([]*kmsg.FetchResponse, len(calls))
 		for i := range calls {
 			body, err := wait(ctx, i)
@@ -154,8 +156,8 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		}
 		merged := mergeFetchAnswers(resps, r.APIVersion)
 		c.p.rewriteFetchHints(merged)
-		return encodeFetchAnswer(merged), nil
-	}, nil
+		return merged, nil
+	}), nil
 }
 
 // mergeFetchAnswers merges the answers of a split fetch into the first: all

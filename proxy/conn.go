@@ -24,6 +24,10 @@ import (
 // runs on the connection's writer goroutine, in request order.
 type finishFunc func(ctx context.Context) ([]byte, error)
 
+// partsFunc is a finishFunc whose answer body comes in parts, written in
+// order with one writev (answerFetch).
+type partsFunc func(ctx context.Context) (net.Buffers, error)
+
 // pendingResponse is one slot in the per-connection response queue.
 type pendingResponse struct {
 	req      protocol.Request
@@ -39,6 +43,9 @@ type pendingResponse struct {
 	// set, says the answer is no longer wanted (its topic moved).
 	streamable  *call
 	streamMoved func() bool
+	// finishParts, when set, answers instead of finish (which gives the
+	// same answer in one buffer).
+	finishParts partsFunc
 }
 
 // clientConn is one client connection. The reader goroutine parses requests
@@ -85,6 +92,9 @@ type clientConn struct {
 	// through (cutthrough.go).
 	streamable  *call
 	streamMoved func() bool
+	// answerParts, set by a handler on the reader goroutine, answers the
+	// request in parts (answerFetch).
+	answerParts partsFunc
 }
 
 // javaClient reports whether the client is Apache Kafka's Java client.
@@ -238,10 +248,11 @@ func (c *clientConn) readLoop() error {
 		if pr.reserved, err = c.reserve(c.ctx, &req, len(frame)); err != nil {
 			return err
 		}
-		c.streamable, c.streamMoved = nil, nil
+		c.streamable, c.streamMoved, c.answerParts = nil, nil, nil
 		pr.finish, err = h(c, &req)
-		pr.streamable, pr.streamMoved = c.streamable, c.streamMoved
+		pr.streamable, pr.streamMoved, pr.finishParts = c.streamable, c.streamMoved, c.answerParts
 		if err != nil {
+			pr.finishParts = nil
 			if !isUpstreamError(err) {
 				c.release(pr.reserved) // nothing will answer it
 				return fmt.Errorf("%s v%d: %w", kmsg.NameForKey(req.APIKey), req.APIVersion, err)
@@ -306,26 +317,32 @@ func (c *clientConn) writeLoop() error {
 				continue
 			}
 		}
-		body, err := pr.finish(c.ctx)
+		var parts net.Buffers
+		var err error
+		if pr.finishParts != nil {
+			parts, err = pr.finishParts(c.ctx)
+		} else {
+			var body []byte
+			body, err = pr.finish(c.ctx)
+			parts = net.Buffers{body}
+		}
 		if err != nil && isUpstreamError(err) && c.ctx.Err() == nil {
 			if retry, ok := retriableResponse(&pr.req); ok {
 				warnOnce.warn(c.log, "upstream unavailable; answering with a retriable error", "api", kmsg.NameForKey(pr.req.APIKey), "err", err)
-				body, err = retry, nil
+				parts, err = net.Buffers{retry}, nil
 			}
 		}
 		if err != nil {
 			c.release(pr.reserved)
 			return fmt.Errorf("%s v%d (correlation id %d): %w", kmsg.NameForKey(pr.req.APIKey), pr.req.APIVersion, pr.req.CorrelationID, err)
 		}
-		// Size and header go through the buffer; a large body then goes
-		// straight to the socket (bufio writes through when its buffer
-		// cannot hold it), so a fetch answer is never copied whole.
-		head = appendResponseHead(head[:0], &pr.req, len(body))
-		c.conn.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
-		_, err = bw.Write(head)
-		if err == nil {
-			_, err = bw.Write(body)
+		n := 0
+		for _, p := range parts {
+			n += len(p)
 		}
+		head = appendResponseHead(head[:0], &pr.req, n)
+		c.conn.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
+		err = writeAnswer(bw, c.conn, head, parts, n)
 		// What the buffer still holds is at most its 64 KiB.
 		c.release(pr.reserved)
 		if err != nil {
@@ -339,10 +356,34 @@ func (c *clientConn) writeLoop() error {
 			return err
 		}
 		c.p.frames.put(pr.frame)
-		c.p.metrics.bytesOut.Add(float64(len(head) + len(body)))
+		c.p.metrics.bytesOut.Add(float64(len(head) + n))
 		c.p.metrics.observe(pr.req.APIKey, time.Since(pr.start))
 	}
 	return bw.Flush()
+}
+
+// writeAnswer writes an answer's size and header, then its body of n bytes
+// in parts. Size and header go through the buffer; a large body then goes
+// straight to the socket, one part (bufio writes through when its buffer
+// cannot hold it) or several in one writev, so a fetch answer is never
+// copied whole.
+func writeAnswer(bw *bufio.Writer, conn net.Conn, head []byte, parts net.Buffers, n int) error {
+	if _, err := bw.Write(head); err != nil {
+		return err
+	}
+	if len(parts) > 1 && n >= bw.Size() {
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		_, err := parts.WriteTo(conn)
+		return err
+	}
+	for _, p := range parts {
+		if _, err := bw.Write(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // clientWriteTimeout bounds the write of one answer to a client.

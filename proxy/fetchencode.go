@@ -1,6 +1,12 @@
 package proxy
 
-import "github.com/twmb/franz-go/pkg/kmsg"
+import (
+	"context"
+	"net"
+
+	"github.com/kmigrate/kmigrate/protocol"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
 
 // encodeFetchAnswer encodes a fetch answer the proxy assembled (merged from
 // several brokers, or rewritten) into a buffer sized up front. Encoded into
@@ -38,4 +44,29 @@ func fetchAnswerSizeBound(resp *kmsg.FetchResponse) int {
 		}
 	}
 	return n
+}
+
+// answerFetch returns the finish of a fetch whose answer the proxy
+// assembles from upstream answers, and has the writer take that answer in
+// parts (answerParts): its batches go to the client from the upstream
+// frames in one writev, never copied into one buffer. The finish it
+// returns gives the same answer in one buffer.
+func (c *clientConn) answerFetch(assemble func(context.Context) (*kmsg.FetchResponse, error)) finishFunc {
+	c.answerParts = func(ctx context.Context) (net.Buffers, error) {
+		resp, err := assemble(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if parts, ok := protocol.FetchResponseParts(resp); ok {
+			return parts, nil
+		}
+		return net.Buffers{encodeFetchAnswer(resp)}, nil // tagged fields: kmsg writes them
+	}
+	return func(ctx context.Context) ([]byte, error) {
+		resp, err := assemble(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return encodeFetchAnswer(resp), nil
+	}
 }
