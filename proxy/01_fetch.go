@@ -39,12 +39,25 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	// answers forwardable unchanged.
 	req.Rack = ""
 	var fm *fetchMaps
+	var servedAtSend map[string]bool // topic → served by the target when sent
 	if c.p.target != nil {
+		// Read before the maps and the routes: a topic that moves between
+		// them then counts as moved (answered NOT_LEADER_OR_FOLLOWER at
+		// once), never as staying where its sub-fetch long-polls for nothing.
+		servedAtSend = make(map[string]bool, len(req.Topics))
+		for _, t := range req.Topics {
+			servedAtSend[t.Topic] = c.p.servedByTarget(t.Topic)
+		}
 		fm = c.readFetchMaps(req.Topics)
 	}
 	split, order := splitByBroker(req.Topics, fetchTopics, c.fetchRouter(fm))
 	if len(order) == 0 { // an empty fetch still gets an answer
 		order = []brokerKey{{c.p.source, c.p.source.anyBroker()}}
+	}
+	var backlogged []bool
+	if len(order) > 1 {
+		// Before translation: the marks are the client's (virtual) offsets.
+		backlogged = c.backlogged(split, order)
 	}
 	for _, b := range order {
 		if b.cluster == c.p.target {
@@ -56,10 +69,11 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		sub.Topics = split[b]
 		return &sub
 	}
-	if c.p.target == nil && len(order) > 1 {
+	if len(order) > 1 {
 		// Several brokers: answer as soon as one brings records, and
 		// keep the others' long polls for the next fetch (fetchfanout.go).
-		calls, backlogged, err := c.sendSubFetches(split, order, func(b brokerKey) (*call, error) {
+		f := &splitFetch{split: split, order: order, backlogged: backlogged, servedAtSend: servedAtSend, fm: fm}
+		err := c.sendSubFetches(f, func(b brokerKey) (*call, error) {
 			sent, err := c.scatter(r, []brokerKey{b}, func(b brokerKey) kmsg.Request {
 				sub := build(b).(*kmsg.FetchRequest)
 				sub.MaxWaitMillis = min(sub.MaxWaitMillis, fanoutMaxWait)
@@ -77,7 +91,7 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			return nil, err
 		}
 		return c.answerFetch(func(ctx context.Context) (*kmsg.FetchResponse, error) {
-			resps, err := c.awaitSubFetches(ctx, calls, backlogged, split, order, req, r.APIVersion)
+			resps, err := c.awaitSubFetches(ctx, f, req, r.APIVersion)
 			if err != nil {
 				return nil, err
 			}
@@ -95,13 +109,6 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	calls, err := c.scatter(r, order, build, true)
 	if err != nil {
 		return nil, err
-	}
-	var servedAtSend map[string]bool // topic → served by the target when sent
-	if c.p.target != nil {
-		servedAtSend = make(map[string]bool, len(req.Topics))
-		for _, t := range req.Topics {
-			servedAtSend[t.Topic] = c.p.servedByTarget(t.Topic)
-		}
 	}
 	wait := func(ctx context.Context, i int) ([]byte, error) {
 		if servedAtSend != nil {
@@ -225,8 +232,13 @@ func (p *Proxy) anyMoved(topics []kmsg.FetchRequestTopic, servedAtSend map[strin
 
 // moved answers every partition of topics NOT_LEADER_OR_FOLLOWER.
 func moved(topics []kmsg.FetchRequestTopic, version int16) []byte {
-	resp := kmsg.NewPtrFetchResponse()
+	resp := movedAnswer(topics)
 	resp.Version = version
+	return resp.AppendTo(nil)
+}
+
+func movedAnswer(topics []kmsg.FetchRequestTopic) *kmsg.FetchResponse {
+	resp := kmsg.NewPtrFetchResponse()
 	for _, t := range topics {
 		rt := kmsg.NewFetchResponseTopic()
 		rt.Topic, rt.TopicID = t.Topic, t.TopicID
@@ -237,7 +249,7 @@ func moved(topics []kmsg.FetchRequestTopic, version int16) []byte {
 		}
 		resp.Topics = append(resp.Topics, rt)
 	}
-	return resp.AppendTo(nil)
+	return resp
 }
 
 // fetchRouter routes each partition of a fetch: to the target when its

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -35,19 +36,38 @@ import (
 //     offsets) drops the pending sub-fetch (its answer is discarded when
 //     it comes) and sends its own.
 //
-// Only without a target: with one, a sub-fetch to the target is translated
-// with the offset maps read for its own request, and this stays simple by
-// waiting for all, as before.
+// With a target the same holds, in virtual offsets:
+//
+//   - A sub-fetch to the target is answered through the offset maps
+//     (fetchToVirtual) as soon as it is back, before its bytes count
+//     towards min bytes and before its marks are remembered, so the marks
+//     are virtual whichever cluster gave them, and an empty answer for a
+//     target partition says what the target said last, as the client saw
+//     it. Virtual offsets continue across a flip, so marks from before it
+//     stay true (only older).
+//   - A sub-fetch whose topic changes cluster while it is out is answered
+//     NOT_LEADER_OR_FOLLOWER at once, as waitFetchUnlessMoved does for a
+//     single one: its old cluster gets nothing new for the topic.
+//   - A pending sub-fetch is taken over only while each of its topics is
+//     served where it was when it was sent, and only by a fetch asking the
+//     same of the same broker after translation: its answer then holds what
+//     a new sub-fetch would (an earlier view of the same log), and is
+//     translated with the maps read for the fetch that takes it, which are
+//     newer. One whose topic moved is dropped at the next fetch, whatever
+//     that fetch asks.
 
 // fanoutFetch is a sub-fetch sent for an earlier client fetch and not yet
-// used: its call, and what it asked.
+// used: its call, what it asked (target partitions translated), and where
+// each of its topics was served when it was sent (nil without a target).
 type fanoutFetch struct {
-	call  *call
-	asked []kmsg.FetchRequestTopic
+	call   *call
+	asked  []kmsg.FetchRequestTopic
+	served map[string]bool
 }
 
 // partitionMarks are the offsets a broker reports for a partition besides
-// its records; an empty answer for a partition repeats the last ones.
+// its records (virtual ones for the target's); an empty answer for a
+// partition repeats the last ones.
 type partitionMarks struct {
 	highWatermark, lastStable, logStart int64
 }
@@ -60,34 +80,77 @@ type fanoutState struct {
 	marks   map[string]partitionMarks // partitionKey(topic key, partition)
 }
 
+// splitFetch is one client fetch split for the fan-out.
+type splitFetch struct {
+	split      map[brokerKey][]kmsg.FetchRequestTopic // as sent: target partitions translated
+	order      []brokerKey
+	calls      []*call
+	backlogged []bool
+	// servedAtSend is where each topic was served when the fetch was
+	// routed (topic → the target); nil without a target.
+	servedAtSend map[string]bool
+	fm           *fetchMaps
+}
+
 // sendSubFetches sends a split fetch's sub-fetches, or takes over a pending
 // one that asks exactly the same of its broker.
-func (c *clientConn) sendSubFetches(split map[brokerKey][]kmsg.FetchRequestTopic, order []brokerKey, send func(brokerKey) (*call, error)) (calls []*call, backlogged []bool, err error) {
-	calls = make([]*call, len(order))
-	backlogged = make([]bool, len(order))
+func (c *clientConn) sendSubFetches(f *splitFetch, send func(brokerKey) (*call, error)) error {
+	f.calls = make([]*call, len(f.order))
 	c.fanout.mu.Lock()
 	if c.fanout.pending == nil {
 		c.fanout.pending = make(map[brokerKey]*fanoutFetch)
 	}
-	for i, b := range order {
-		backlogged[i] = c.hasBacklog(split[b])
+	for b, p := range c.fanout.pending {
+		if c.p.anyMoved(p.asked, p.served) {
+			delete(c.fanout.pending, b)
+		}
+	}
+	for i, b := range f.order {
 		if p := c.fanout.pending[b]; p != nil {
 			delete(c.fanout.pending, b)
-			if sameFetch(p.asked, split[b]) {
-				calls[i] = p.call
+			if sameFetch(p.asked, f.split[b]) && sameServed(p.asked, p.served, f.servedAtSend) {
+				f.calls[i] = p.call
 			}
 		}
 	}
 	c.fanout.mu.Unlock() // send reads the marks
-	for i, b := range order {
-		if calls[i] != nil {
+	for i, b := range f.order {
+		if f.calls[i] != nil {
 			continue
 		}
-		if calls[i], err = send(b); err != nil {
-			return nil, nil, err
+		var err error
+		if f.calls[i], err = send(b); err != nil {
+			return fmt.Errorf("fetch fan-out to %s broker %d: %w", b.cluster.up.Name, b.id, err)
 		}
 	}
-	return calls, backlogged, nil
+	return nil
+}
+
+// sameServed reports whether every topic of a pending sub-fetch is served
+// where the new fetch's routes put it: the pending answer is then of the
+// cluster the new fetch would ask, and the new fetch's flip checks
+// (servedAtSend) hold for it.
+func sameServed(asked []kmsg.FetchRequestTopic, served, now map[string]bool) bool {
+	for _, t := range asked {
+		if served[t.Topic] != now[t.Topic] {
+			return false
+		}
+	}
+	return true
+}
+
+// backlogged reports, per sub-fetch of a split fetch, whether it asks a
+// partition from before its last known high watermark: its broker has
+// records for it and answers at once. The offsets must be the client's
+// (virtual), as the marks are: before fetchToTarget.
+func (c *clientConn) backlogged(split map[brokerKey][]kmsg.FetchRequestTopic, order []brokerKey) []bool {
+	c.fanout.mu.Lock()
+	defer c.fanout.mu.Unlock()
+	out := make([]bool, len(order))
+	for i, b := range order {
+		out[i] = c.hasBacklog(split[b])
+	}
+	return out
 }
 
 // hasBacklog reports whether a sub-fetch asks a partition from before its
@@ -120,9 +183,11 @@ func sameFetch(a, b []kmsg.FetchRequestTopic) bool {
 // for its partitions: until those back hold min bytes of records or an
 // error (and the backlogged ones are back, or had backlogGrace more), or all are
 // back, or the max wait has passed (with slack for the brokers' own round
-// trips). It returns the decoded answers, nil for those still out, which
-// stay pending.
-func (c *clientConn) awaitSubFetches(ctx context.Context, calls []*call, backlogged []bool, split map[brokerKey][]kmsg.FetchRequestTopic, order []brokerKey, req *kmsg.FetchRequest, version int16) ([]*kmsg.FetchResponse, error) {
+// trips). It returns the decoded answers, target ones translated, nil for
+// those still out, which stay pending. A sub-fetch whose topic moved is
+// answered NOT_LEADER_OR_FOLLOWER and dropped.
+func (c *clientConn) awaitSubFetches(ctx context.Context, f *splitFetch, req *kmsg.FetchRequest, version int16) ([]*kmsg.FetchResponse, error) {
+	calls := f.calls
 	// One watcher per call reports its index once it is done; all end
 	// when this returns.
 	done := make(chan int, len(calls))
@@ -139,13 +204,32 @@ func (c *clientConn) awaitSubFetches(ctx context.Context, calls []*call, backlog
 	}
 	deadline := time.NewTimer(time.Duration(req.MaxWaitMillis)*time.Millisecond + fanoutSlack)
 	defer deadline.Stop()
+	var flipCheck <-chan time.Time
+	if f.servedAtSend != nil {
+		t := time.NewTicker(streamCheckInterval)
+		defer t.Stop()
+		flipCheck = t.C
+	}
 	resps := make([]*kmsg.FetchResponse, len(calls))
-	var got int64              // record bytes in the answers back
+	back := 0     // sub-fetches answered, by their broker or as moved
+	var got int64 // record bytes in the answers back
+	// answerMoved answers the sub-fetches still out whose topics changed
+	// cluster; checked before the first wait too, as a flip may come
+	// between routing and sending.
+	answerMoved := func() {
+		for i, resp := range resps {
+			if resp == nil && f.servedAtSend != nil && c.p.anyMoved(f.split[f.order[i]], f.servedAtSend) {
+				resps[i] = movedAnswer(f.split[f.order[i]])
+				back++
+			}
+		}
+	}
+	answerMoved()
 	var grace <-chan time.Time // once min bytes are back: the backlogged ones' last chance
 wait:
-	for back := 0; back < len(calls); {
-		if back > 0 && (got >= int64(max(req.MinBytes, 1)) || anyFetchError(resps)) && c.canAnswerWithout(resps, split, order) {
-			if backloggedBack(resps, backlogged) {
+	for back < len(calls) {
+		if back > 0 && (got >= int64(max(req.MinBytes, 1)) || anyFetchError(resps)) && c.canAnswerWithout(resps, f) {
+			if backloggedBack(resps, f.backlogged) {
 				break
 			}
 			if grace == nil {
@@ -157,15 +241,21 @@ wait:
 		var i int
 		select {
 		case i = <-done:
+		case <-flipCheck:
+			answerMoved()
+			continue
 		case <-grace:
 			break wait
 		case <-deadline.C:
-			if c.canAnswerWithout(resps, split, order) {
-				return c.leavePending(calls, resps, split, order), nil
+			if c.canAnswerWithout(resps, f) {
+				return c.leavePending(resps, f), nil
 			}
 			continue // marks not known yet: wait for all, as before
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		}
+		if resps[i] != nil {
+			continue // answered as moved: its late answer is dropped
 		}
 		body, err := calls[i].wait(ctx)
 		if err != nil {
@@ -174,19 +264,23 @@ wait:
 		if resps[i], err = decodeResponse[kmsg.FetchResponse](body, version); err != nil {
 			return nil, err
 		}
+		if f.order[i].cluster == c.p.target {
+			c.fetchToVirtual(resps[i], f.fm)
+		}
 		got += recordBytes(resps[i])
 		back++
 	}
-	return c.leavePending(calls, resps, split, order), nil
+	return c.leavePending(resps, f), nil
 }
 
 // leavePending keeps the sub-fetches still out for the client's next fetch.
-func (c *clientConn) leavePending(calls []*call, resps []*kmsg.FetchResponse, split map[brokerKey][]kmsg.FetchRequestTopic, order []brokerKey) []*kmsg.FetchResponse {
+func (c *clientConn) leavePending(resps []*kmsg.FetchResponse, f *splitFetch) []*kmsg.FetchResponse {
 	c.fanout.mu.Lock()
 	defer c.fanout.mu.Unlock()
 	for i, resp := range resps {
 		if resp == nil {
-			c.fanout.pending[order[i]] = &fanoutFetch{call: calls[i], asked: split[order[i]]}
+			b := f.order[i]
+			c.fanout.pending[b] = &fanoutFetch{call: f.calls[i], asked: f.split[b], served: f.servedAtSend}
 		}
 	}
 	return resps
@@ -226,9 +320,9 @@ const fanoutSlack = 100 * time.Millisecond
 
 // canAnswerWithout reports whether every partition of the sub-fetches still
 // out has known marks to answer it empty with.
-func (c *clientConn) canAnswerWithout(resps []*kmsg.FetchResponse, split map[brokerKey][]kmsg.FetchRequestTopic, order []brokerKey) bool {
+func (c *clientConn) canAnswerWithout(resps []*kmsg.FetchResponse, f *splitFetch) bool {
 	for i, resp := range resps {
-		if resp == nil && !c.marksKnown(split[order[i]]) {
+		if resp == nil && !c.marksKnown(f.split[f.order[i]]) {
 			return false
 		}
 	}
