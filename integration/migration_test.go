@@ -326,6 +326,13 @@ func (p *seqProducer) pauseAround(start time.Time, took time.Duration) (time.Dur
 	return longest, at
 }
 
+// topicPartition keys a consumer's commits: a group may consume several
+// topics.
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
 // seqConsumer is a franz-go group member that commits after every poll
 // before allowing a rebalance, and counts deliveries below its last commit.
 type seqConsumer struct {
@@ -334,7 +341,7 @@ type seqConsumer struct {
 	wg          sync.WaitGroup
 	mu          sync.Mutex
 	got         []consumed
-	committed   map[int32]int64
+	committed   map[topicPartition]int64 // next offset after the last commit
 	afterCommit int
 	stopped     bool
 	// sinceCommit are the sequence numbers delivered since the last
@@ -351,7 +358,7 @@ func newSeqConsumer(t *testing.T, ctx context.Context, addr, topic, group string
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &seqConsumer{cl: cl, done: make(chan struct{}), committed: map[int32]int64{}, uncommitted: map[int]bool{}}
+	c := &seqConsumer{cl: cl, done: make(chan struct{}), committed: map[topicPartition]int64{}, uncommitted: map[int]bool{}}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -365,19 +372,19 @@ func newSeqConsumer(t *testing.T, ctx context.Context, addr, topic, group string
 			fs := cl.PollFetches(pctx)
 			pcancel()
 			now := time.Now()
-			next := map[int32]int64{}
+			next := map[topicPartition]int64{}
 			c.mu.Lock()
 			fs.EachRecord(func(r *kgo.Record) {
 				seq, _ := strconv.Atoi(string(r.Value))
 				c.got = append(c.got, consumed{r.Partition, r.Offset, seq, now})
 				c.sinceCommit = append(c.sinceCommit, seq)
-				if at, ok := c.committed[r.Partition]; ok && r.Offset < at {
+				if at, ok := c.committed[topicPartition{r.Topic, r.Partition}]; ok && r.Offset < at {
 					c.afterCommit++
 					if c.afterCommit <= 10 {
 						t.Logf("delivered again after a commit: partition %d offset %d (committed %d)", r.Partition, r.Offset, at)
 					}
 				}
-				next[r.Partition] = r.Offset + 1
+				next[topicPartition{r.Topic, r.Partition}] = r.Offset + 1
 			})
 			c.mu.Unlock()
 			fs.EachError(func(topic string, p int32, err error) {
