@@ -1,12 +1,14 @@
 package integration
 
 import (
+	"context"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmigrate/kmigrate/internal/kafkatest"
@@ -27,8 +29,9 @@ import (
 //     live produce through the proxy; the group flips, then one topic's
 //     producers flip (its sub-fetches long-polling then are answered
 //     NOT_LEADER_OR_FOLLOWER, and the client's fetches then span the
-//     target and the three source brokers). Record by record: 0 lost, 0
-//     duplicated, 0 reordered, 0 delivered again after a commit.
+//     target and the three source brokers; the target's offsets are not
+//     the client's). Record by record: 0 lost, 0 duplicated, 0 reordered,
+//     0 delivered again after a commit.
 func TestMultiBrokerMigrationFanout(t *testing.T) {
 	src := kafkatest.StartT(t, kafkatest.Options{Name: "multi-migration", Brokers: 3})
 	dst := target.Get(t)
@@ -43,6 +46,11 @@ func TestMultiBrokerMigrationFanout(t *testing.T) {
 			t.Fatalf("%s: partition leaders %v span brokers %v, want 3 (the test needs fetches split three ways)", topic, leaders, distinctValues(leaders))
 		}
 	}
+	// The flipped topic's first records are deleted before the mirror
+	// starts, which then maps target offset 0 to the source's log start:
+	// the target's offsets differ from the client's, so an answer not
+	// translated would show.
+	shiftVirtual(t, ctx, src, adm, flipped, 300)
 	proxy := proxytest.Start(t, "--log-level", "info", "--source-bootstrap", src.Bootstrap(), "--target-bootstrap", dst.Bootstrap(),
 		"--topics", regexp.QuoteMeta(idle)+"|"+regexp.QuoteMeta(flipped)+"|"+regexp.QuoteMeta(stays), "--data-dir", t.TempDir())
 
@@ -166,4 +174,39 @@ func TestMultiBrokerMigrationFanout(t *testing.T) {
 			t.Errorf("%d records delivered again after a commit, want 0", afterCommit)
 		}
 	})
+}
+
+// shiftVirtual writes n records to each partition of topic straight to the
+// source and deletes them, so that the topic's log starts at n.
+func shiftVirtual(t *testing.T, ctx context.Context, src *kafkatest.Cluster, adm *kadm.Client, topic string, n int) {
+	t.Helper()
+	prod, err := kgo.NewClient(kgo.SeedBrokers(src.Bootstrap()), kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	leaders := partitionLeaders(t, ctx, adm, topic)
+	var recs []*kgo.Record
+	for p := range leaders {
+		for range n {
+			recs = append(recs, &kgo.Record{Partition: p, Value: []byte("deleted")})
+		}
+	}
+	if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("write %s's records to delete: %v", topic, err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatalf("%s end offsets: %v", topic, err)
+	}
+	deleted, err := adm.DeleteRecords(ctx, ends.Offsets())
+	if err == nil {
+		err = deleted.Error()
+	}
+	if err != nil {
+		t.Fatalf("delete %s's first records: %v", topic, err)
+	}
 }
