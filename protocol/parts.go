@@ -43,14 +43,7 @@ func ProduceParts(req *kmsg.ProduceRequest) (parts [][]byte, ok bool) {
 	meta = appendArrayLen(meta, len(req.Topics), flexible)
 	for i := range req.Topics {
 		t := &req.Topics[i]
-		switch {
-		case version >= 13:
-			meta = kbin.AppendUuid(meta, t.TopicID)
-		case flexible:
-			meta = kbin.AppendCompactString(meta, t.Topic)
-		default:
-			meta = kbin.AppendString(meta, t.Topic)
-		}
+		meta = appendTopic(meta, t.Topic, t.TopicID, version, flexible)
 		meta = appendArrayLen(meta, len(t.Partitions), flexible)
 		for j := range t.Partitions {
 			p := &t.Partitions[j]
@@ -73,6 +66,19 @@ func ProduceParts(req *kmsg.ProduceRequest) (parts [][]byte, ok bool) {
 	}
 	cut()
 	return parts, true
+}
+
+// appendTopic appends a topic's name, or its id from v13 on (both Produce
+// and Fetch name topics by id from v13).
+func appendTopic(dst []byte, name string, id [16]byte, version int16, flexible bool) []byte {
+	switch {
+	case version >= 13:
+		return kbin.AppendUuid(dst, id)
+	case flexible:
+		return kbin.AppendCompactString(dst, name)
+	default:
+		return kbin.AppendString(dst, name)
+	}
 }
 
 func appendArrayLen(dst []byte, n int, flexible bool) []byte {
@@ -134,14 +140,7 @@ func FetchResponseParts(resp *kmsg.FetchResponse) (parts [][]byte, ok bool) {
 	meta = appendArrayLen(meta, len(resp.Topics), flexible)
 	for i := range resp.Topics {
 		t := &resp.Topics[i]
-		switch {
-		case version >= 13:
-			meta = kbin.AppendUuid(meta, t.TopicID)
-		case flexible:
-			meta = kbin.AppendCompactString(meta, t.Topic)
-		default:
-			meta = kbin.AppendString(meta, t.Topic)
-		}
+		meta = appendTopic(meta, t.Topic, t.TopicID, version, flexible)
 		meta = appendArrayLen(meta, len(t.Partitions), flexible)
 		for j := range t.Partitions {
 			p := &t.Partitions[j]
