@@ -74,18 +74,17 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		// keep the others' long polls for the next fetch (fetchfanout.go).
 		f := &splitFetch{split: split, order: order, backlogged: backlogged, servedAtSend: servedAtSend, fm: fm}
 		err := c.sendSubFetches(f, func(b brokerKey) (*call, error) {
-			sent, err := c.scatter(r, []brokerKey{b}, func(b brokerKey) kmsg.Request {
-				sub := build(b).(*kmsg.FetchRequest)
-				sub.MaxWaitMillis = min(sub.MaxWaitMillis, fanoutMaxWait)
-				if !c.marksKnown(sub.Topics) {
-					sub.MaxWaitMillis = 0
-				}
-				return sub
-			}, true)
-			if err != nil {
-				return nil, err
+			sub := build(b).(*kmsg.FetchRequest)
+			sub.MaxWaitMillis = min(sub.MaxWaitMillis, fanoutMaxWait)
+			if !c.marksKnown(sub.Topics) {
+				sub.MaxWaitMillis = 0
 			}
-			return sent[0], nil
+			bc, err := c.fetchUpstream(b.cluster, b.id)
+			if err != nil {
+				return nil, asUpstreamError(err)
+			}
+			cl, err := bc.Send(r.APIKey, r.APIVersion, r.Header, sub.AppendTo(nil), true)
+			return cl, asUpstreamError(err)
 		})
 		if err != nil {
 			return nil, err

@@ -73,6 +73,10 @@ type clientConn struct {
 	// forwarded later from the writer, hence the lock.
 	upstreamsMu sync.Mutex
 	upstreams   map[brokerKey]*brokerConn
+	// fetchLanes are second connections to brokers, for fan-out
+	// sub-fetches that would queue behind a request still out on the
+	// first (fetchUpstream).
+	fetchLanes map[brokerKey]*brokerConn
 	// identity, set under upstreamsMu once a pass-through client logged
 	// in, is how this client's upstream connections log in, per cluster
 	// (passthrough.go); nil: as the proxy.
@@ -166,6 +170,9 @@ func (c *clientConn) serve() {
 	c.cancel()
 	c.upstreamsMu.Lock()
 	for _, bc := range c.upstreams {
+		bc.close(errors.New("client connection closed"))
+	}
+	for _, bc := range c.fetchLanes {
 		bc.close(errors.New("client connection closed"))
 	}
 	c.upstreamsMu.Unlock()
@@ -442,6 +449,20 @@ func (c *clientConn) upstream(cl *cluster, id int32) (*brokerConn, error) {
 	if old != nil && old.usable() {
 		return old, nil
 	}
+	bc, err := c.dialUpstream(cl, id)
+	if err != nil {
+		return nil, err
+	}
+	if old != nil && old.renewing() {
+		c.renew(cl, old)
+	}
+	c.upstreams[key] = bc
+	return bc, nil
+}
+
+// dialUpstream dials a broker as this client's upstream connections log in
+// (under upstreamsMu).
+func (c *clientConn) dialUpstream(cl *cluster, id int32) (*brokerConn, error) {
 	addr, ok := cl.brokerAddr(id)
 	if !ok {
 		return nil, fmt.Errorf("no address for %s broker %d", cl.up.Name, id)
@@ -452,16 +473,48 @@ func (c *clientConn) upstream(cl *cluster, id int32) (*brokerConn, error) {
 	if id := c.identity[cl]; id != nil {
 		up = id
 	}
-	bc, err := dialBroker(ctx, up, addr, c.p.cfg.MaxInFlight, c.p.cfg.MaxFrameBytes)
-	if err != nil {
-		return nil, err
-	}
-	if old != nil && old.renewing() {
-		c.renew(cl, old)
-	}
-	c.upstreams[key] = bc
-	return bc, nil
+	return dialBroker(ctx, up, addr, c.p.cfg.MaxInFlight, c.p.cfg.MaxFrameBytes)
 }
+
+// fetchUpstream returns the connection a fan-out sub-fetch to a broker goes
+// on. A broker answers a connection's requests one at a time, and a
+// sub-fetch the client's next fetch could not take over still long-polls
+// on its connection (up to fanoutMaxWait): a new sub-fetch sent behind it
+// would wait that long though its broker has records. So when the usual
+// connection has a request out, the sub-fetch goes on a second one, dialled
+// once, unless that one is the busier. Fetches are reads: their order
+// across connections does not matter.
+func (c *clientConn) fetchUpstream(cl *cluster, id int32) (*brokerConn, error) {
+	usual, err := c.upstream(cl, id)
+	if err != nil || busy(usual) == 0 {
+		return usual, err
+	}
+	c.upstreamsMu.Lock()
+	defer c.upstreamsMu.Unlock()
+	if c.fetchLanes == nil {
+		c.fetchLanes = make(map[brokerKey]*brokerConn)
+	}
+	key := brokerKey{cl, id}
+	lane := c.fetchLanes[key]
+	if lane == nil || !lane.usable() {
+		if lane != nil {
+			lane.retire() // closes once its answers are in
+		}
+		if lane, err = c.dialUpstream(cl, id); err != nil {
+			c.log.Debug("second fetch connection not dialled; the sub-fetch waits on the first", "broker", id, "err", err)
+			delete(c.fetchLanes, key)
+			return usual, nil
+		}
+		c.fetchLanes[key] = lane
+	}
+	if busy(lane) > busy(usual) {
+		return usual, nil
+	}
+	return lane, nil
+}
+
+// busy is the number of requests on a connection not yet answered.
+func busy(bc *brokerConn) int32 { return bc.inflight.Load() + bc.unsent.Load() }
 
 // renewDrainWait bounds how long a renewal waits for the old connection's
 // answers before the new one takes requests.
