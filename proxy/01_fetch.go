@@ -105,31 +105,33 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			return merged, nil
 		}), nil
 	}
+	// One broker: the fan-out above took every fetch that spans several.
+	b := order[0]
 	calls, err := c.scatter(r, order, build, true)
 	if err != nil {
 		return nil, err
 	}
-	wait := func(ctx context.Context, i int) ([]byte, error) {
+	wait := func(ctx context.Context) ([]byte, error) {
 		if servedAtSend != nil {
-			return c.waitFetchUnlessMoved(ctx, calls[i], split[order[i]], servedAtSend, r.APIVersion)
+			return c.waitFetchUnlessMoved(ctx, calls[0], split[b], servedAtSend, r.APIVersion)
 		}
-		return calls[i].wait(ctx)
+		return calls[0].wait(ctx)
 	}
-	if len(calls) == 1 && order[0].cluster == c.p.source && r.APIVersion <= maxCutThroughFetch {
-		// One source broker answers, in a version without leader hints:
-		// its answer needs no rewrite (session id 0 as asked, no
-		// preferred replica as no rack was sent) and may be cut through,
-		// unless its topic moves cluster first (waitFetchUnlessMoved).
-		c.streamable = calls[0]
-		if servedAtSend != nil {
-			c.streamMoved = func() bool { return c.p.anyMoved(split[order[0]], servedAtSend) }
+	if b.cluster == c.p.source {
+		if r.APIVersion <= maxCutThroughFetch {
+			// A version without leader hints: the answer needs no
+			// rewrite (session id 0 as asked, no preferred replica as
+			// no rack was sent) and may be cut through, unless its
+			// topic moves cluster first (waitFetchUnlessMoved).
+			c.streamable = calls[0]
+			if servedAtSend != nil {
+				c.streamMoved = func() bool { return c.p.anyMoved(split[b], servedAtSend) }
+			}
 		}
-	}
-	if len(calls) == 1 && order[0].cluster == c.p.source {
 		return func(ctx context.Context) ([]byte, error) {
 			// The common case: forward the upstream bytes as they are when
 			// nothing names an upstream broker, saving a copy of every batch.
-			body, err := wait(ctx, 0)
+			body, err := wait(ctx)
 			if err != nil {
 				return nil, err
 			}
@@ -144,25 +146,20 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 			return encodeFetchAnswer(resp), nil
 		}, nil
 	}
+	// The target answers: its offsets become the client's.
 	return c.answerFetch(func(ctx context.Context) (*kmsg.FetchResponse, error) {
-		resps := make([]*kmsg.FetchResponse, len(calls))
-		for i := range calls {
-			body, err := wait(ctx, i)
-			if err != nil {
-				return nil, err
-			}
-			if resps[i], err = decodeResponse[kmsg.FetchResponse](body, r.APIVersion); err != nil {
-				return nil, err
-			}
+		body, err := wait(ctx)
+		if err != nil {
+			return nil, err
 		}
-		for i, resp := range resps {
-			if order[i].cluster == c.p.target {
-				c.fetchToVirtual(resp, fm)
-			}
+		resp, err := decodeResponse[kmsg.FetchResponse](body, r.APIVersion)
+		if err != nil {
+			return nil, err
 		}
-		merged := mergeFetchAnswers(resps, r.APIVersion)
-		c.p.rewriteFetchHints(merged)
-		return merged, nil
+		c.fetchToVirtual(resp, fm)
+		resp.SessionID = 0
+		c.p.rewriteFetchHints(resp)
+		return resp, nil
 	}), nil
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"net"
 
@@ -50,9 +51,9 @@ func fetchAnswerSizeBound(resp *kmsg.FetchResponse) int {
 // assembles from upstream answers, and has the writer take that answer in
 // parts (answerParts): its batches go to the client from the upstream
 // frames in one writev, never copied into one buffer. The finish it
-// returns gives the same answer in one buffer.
+// returns gives the same answer joined into one buffer.
 func (c *clientConn) answerFetch(assemble func(context.Context) (*kmsg.FetchResponse, error)) finishFunc {
-	c.answerParts = func(ctx context.Context) (net.Buffers, error) {
+	answer := func(ctx context.Context) (net.Buffers, error) {
 		resp, err := assemble(ctx)
 		if err != nil {
 			return nil, err
@@ -62,11 +63,12 @@ func (c *clientConn) answerFetch(assemble func(context.Context) (*kmsg.FetchResp
 		}
 		return net.Buffers{encodeFetchAnswer(resp)}, nil // tagged fields: kmsg writes them
 	}
+	c.answerParts = answer
 	return func(ctx context.Context) ([]byte, error) {
-		resp, err := assemble(ctx)
+		parts, err := answer(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return encodeFetchAnswer(resp), nil
+		return bytes.Join(parts, nil), nil
 	}
 }

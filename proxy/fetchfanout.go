@@ -306,12 +306,12 @@ const backlogGrace = 5 * time.Millisecond
 
 // fanoutMaxWait caps the long poll of a sub-fetch. A pending sub-fetch the
 // client's next fetch cannot take over (it asks other partitions of that
-// broker) still holds the upstream connection until its broker answers,
-// and the next sub-fetch waits behind it: up to the client's whole max wait
-// (5 s in franz-go) for records that arrived meanwhile in a partition only
-// the next one asks. Capped, that wait is at most 500 ms, the Java client's
-// default max wait; an idle broker then gets a fetch every 500 ms from each
-// consumer connection.
+// broker) still holds its upstream connection until its broker answers.
+// The next sub-fetch goes on a second connection (fetchUpstream), but when
+// both are held it waits behind one: up to the client's whole max wait (5 s
+// in franz-go) for records that arrived meanwhile. Capped, that wait is at
+// most 500 ms, the Java client's default max wait; an idle broker then
+// gets a fetch every 500 ms from each consumer connection.
 const fanoutMaxWait = 500
 
 // fanoutSlack is how long past the client's max wait the proxy still waits
