@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"image/png"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,29 +45,44 @@ func startAdminNode(t *testing.T, extra ...string) *adminNode {
 		t.Fatal(err)
 	}
 	t.Cleanup(dst.Close)
-	n := &adminNode{admin: freePort(), listen: freePort(), topic: "status-orders", group: "status-page-app",
+	n := &adminNode{topic: "status-orders", group: "status-page-app",
 		source: src.ListenAddrs()[0], target: dst.ListenAddrs()[0]}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := createDemoTopic(ctx, src.ListenAddrs()[0], n.topic, 3); err != nil {
+	if err := createDemoTopic(context.Background(), src.ListenAddrs()[0], n.topic, 3); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	ready := make(chan struct{})
-	go func() {
-		done <- serveProxy(ctx, append([]string{
-			"--source-bootstrap", src.ListenAddrs()[0], "--target-bootstrap", dst.ListenAddrs()[0], "--topics", n.topic,
-			"--listen", n.listen, "--admin-listen", n.admin, "--raft-addr", freePort(), "--data-dir", t.TempDir(),
-			"--log-level", "error",
-		}, extra...), func() { close(ready) })
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("node did not start: %v", err)
-	case <-time.After(60 * time.Second):
-		cancel()
-		t.Fatal("node did not start within 60 s")
+	var ctx context.Context
+	var cancel context.CancelFunc
+	var done chan error
+	// A port freePort found free can be taken by another test before the
+	// node binds it: then the node is started again on new ports.
+	for attempt := 1; ; attempt++ {
+		n.admin, n.listen = freePort(), freePort()
+		ctx, cancel = context.WithCancel(context.Background())
+		done = make(chan error, 1)
+		ready := make(chan struct{})
+		go func() {
+			done <- serveProxy(ctx, append([]string{
+				"--source-bootstrap", src.ListenAddrs()[0], "--target-bootstrap", dst.ListenAddrs()[0], "--topics", n.topic,
+				"--listen", n.listen, "--admin-listen", n.admin, "--raft-addr", freePort(), "--data-dir", t.TempDir(),
+				"--log-level", "error",
+			}, extra...), func() { close(ready) })
+		}()
+		var err error
+		select {
+		case <-ready:
+		case err = <-done:
+			cancel()
+		case <-time.After(60 * time.Second):
+			cancel()
+			t.Fatal("node did not start within 60 s")
+		}
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 3 {
+			t.Fatalf("node did not start: %v", err)
+		}
+		t.Logf("node did not start (attempt %d), again on other ports: %v", attempt, err)
 	}
 	t.Cleanup(func() {
 		cancel()
