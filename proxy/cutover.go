@@ -55,11 +55,13 @@ type groupGate struct {
 	mu       sync.Mutex
 	held     map[string]map[string]int // group → member id → held JoinGroups
 	inflight map[string]int            // group → commits in flight
+	moved    movedMembers              // members sent to a new home (moved.go)
 }
 
 func (g *groupGate) init() {
 	g.held = make(map[string]map[string]int)
 	g.inflight = make(map[string]int)
+	g.moved.init()
 }
 
 func (g *groupGate) hold(group, member string, delta int) {
@@ -126,6 +128,9 @@ func handleGroupRequest(c *clientConn, r *protocol.Request, group, member string
 			}
 			return c.holdGroupRequest(r, group, member, phase), nil
 		}
+	}
+	if held := c.holdIncompleteSync(r, group); held != nil {
+		return held, nil
 	}
 	return c.sendGroupRequest(r, group, phase, false, isCommit)
 }
@@ -195,12 +200,14 @@ func (c *clientConn) sendGroupRequest(r *protocol.Request, group, phase string, 
 	home := c.p.homeOf(phase)
 	broker, _ := home.coordinator(c.ctx, 0, group, false)
 	body := r.Body
+	var entry *movedMember
 	switch {
 	case r.APIKey == 11 && moved:
 		req, err := decodeRequest[kmsg.JoinGroupRequest](r)
 		if err != nil {
 			return nil, err
 		}
+		entry = c.p.gate.moved.sent(group, c, req)
 		req.MemberID = ""
 		body = req.AppendTo(nil)
 	case r.APIKey == 8 && home == c.p.target:
@@ -224,18 +231,21 @@ func (c *clientConn) sendGroupRequest(r *protocol.Request, group, phase string, 
 	}
 	cl, err := c.forwardTo(home, broker, r, body, true)
 	if err != nil {
+		if entry != nil {
+			c.p.gate.moved.answered(entry, nil)
+		}
 		return nil, err
 	}
 	if counted {
 		go func() { <-cl.done; c.p.gate.commit(group, -1) }()
 	}
-	return func(ctx context.Context) ([]byte, error) {
+	return c.watchGroupAnswer(r, group, entry, func(ctx context.Context) ([]byte, error) {
 		resp, err := cl.wait(ctx)
 		if err != nil || r.APIKey != 9 || home != c.p.target {
 			return resp, err
 		}
 		return c.offsetsFromTarget(resp, r.APIVersion)
-	}, nil
+	}), nil
 }
 
 // txnOffsetCommitFor prepares a TxnOffsetCommit for the group's home: the
