@@ -63,6 +63,11 @@ type Config struct {
 	// Covered waits until the mirror has copied everything before virtual
 	// position v of a partition, so that a commit at v can be translated.
 	Covered func(ctx context.Context, topic string, partition int32, v int64) error
+	// PeerMovedMembers, with several nodes, lists the members of a group
+	// the other nodes sent to its new home in a flip and still wait for
+	// there (their Proxy.MovedMembers), so that a generation without them
+	// is not synced through this node (moved.go); nil on a single node.
+	PeerMovedMembers func(ctx context.Context, group string) []MovedMember
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
 	// SyncProduce holds each Produce answer until Mirror reports its

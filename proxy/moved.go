@@ -36,6 +36,27 @@ import (
 // only when its leader syncs, so no assignment made without the missing
 // members' claims is ever given. A tracked member silent for its session
 // timeout is given up, as its coordinator would.
+//
+// Each node tracks the members it held; with several nodes (sidecars) the
+// leader's node asks the others for theirs (Config.PeerMovedMembers, GET
+// /v1/gate) while a move of the group through it is recent.
+
+// MovedMember is a member a node sent to its group's new home and waits
+// for there: what the other nodes learn of it.
+type MovedMember struct {
+	Old      string `json:"old"`                // member id on the cluster it left
+	ID       string `json:"id,omitempty"`       // member id on the new home, once known
+	Instance string `json:"instance,omitempty"` // group.instance.id
+	// Joining says a JoinGroup of it with its id is out at the
+	// coordinator, which counts it in the next rebalance.
+	Joining bool `json:"joining,omitempty"`
+}
+
+// peerWatch is how long after a held JoinGroup of a group went to its new
+// home through this node the node asks the others for their moved members
+// when it sees a generation's leader: longer than session timeouts (Java's
+// default is 45 s), after which moved members are given up anyway.
+const peerWatch = 2 * time.Minute
 
 // movedMember is a member this node sent to its group's new home.
 type movedMember struct {
@@ -62,6 +83,7 @@ type movedMembers struct {
 	mu         sync.Mutex
 	groups     map[string][]*movedMember
 	incomplete map[string]*generationView // group → last generation seen without a tracked member
+	moves      map[string]time.Time       // group → last held JoinGroup sent to a new home here
 }
 
 // generationView is a generation as its leader was told it.
@@ -75,19 +97,51 @@ type generationView struct {
 func (r *movedMembers) init() {
 	r.groups = make(map[string][]*movedMember)
 	r.incomplete = make(map[string]*generationView)
+	r.moves = make(map[string]time.Time)
 }
 
-// active says whether any member of group is tracked.
-func (r *movedMembers) active(group string) bool {
+// active says whether group's generations are checked here: a member of
+// it is tracked, or (peers) other nodes may track some and the group moved
+// through this node lately.
+func (r *movedMembers) active(group string, peers bool) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.groups[group]) > 0
+	if len(r.groups[group]) > 0 {
+		return true
+	}
+	at, ok := r.moves[group]
+	if ok && time.Since(at) > peerWatch {
+		delete(r.moves, group)
+		ok = false
+	}
+	return ok && peers
 }
+
+// list is what this node tracks of group, for the other nodes.
+func (r *movedMembers) list(group string) []MovedMember {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []MovedMember
+	for _, m := range r.groups[group] {
+		if !m.gone(now) {
+			out = append(out, MovedMember{Old: m.old, ID: m.id, Instance: m.instance, Joining: m.joining > 0 && m.withID})
+		}
+	}
+	return out
+}
+
+// MovedMembers lists the members of group this node sent to the group's
+// new home and still waits for there.
+func (p *Proxy) MovedMembers(group string) []MovedMember { return p.gate.moved.list(group) }
 
 // sent records a member's held JoinGroup sent to the new home with an
 // empty member id, when it says the member owns partitions, and returns
 // its entry (nil when it owns nothing: it consumes nothing meanwhile).
 func (r *movedMembers) sent(group string, c *clientConn, req *kmsg.JoinGroupRequest) *movedMember {
+	r.mu.Lock()
+	r.moves[group] = time.Now()
+	r.mu.Unlock()
 	if !ownsPartitions(req) {
 		return nil
 	}
@@ -168,7 +222,7 @@ func (r *movedMembers) drop(group string, match func(*movedMember) bool) {
 // against the tracked members of group, and returns the missing ones' old
 // member ids; when some are missing, the leader's SyncGroup of that
 // generation will be held (incompleteSync).
-func (r *movedMembers) leaderTold(group string, resp *kmsg.JoinGroupResponse) []string {
+func (r *movedMembers) leaderTold(group string, resp *kmsg.JoinGroupResponse, peers []MovedMember) []string {
 	g := &generationView{leader: resp.MemberID, generation: resp.Generation,
 		ids: make(map[string]bool, len(resp.Members)), instances: make(map[string]bool)}
 	for _, m := range resp.Members {
@@ -179,7 +233,7 @@ func (r *movedMembers) leaderTold(group string, resp *kmsg.JoinGroupResponse) []
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	missing, _ := r.missing(group, g)
+	missing, _ := r.missing(group, g, peers)
 	if len(missing) == 0 {
 		delete(r.incomplete, group)
 	} else {
@@ -203,30 +257,51 @@ func (r *movedMembers) incompleteSync(group, member string, generation int32) *g
 }
 
 // stillMissing is missing under the lock.
-func (r *movedMembers) stillMissing(group string, g *generationView) (missing []string, ready bool) {
+func (r *movedMembers) stillMissing(group string, g *generationView, peers []MovedMember) (missing []string, ready bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.missing(group, g)
+	return r.missing(group, g, peers)
 }
 
-// missing lists the tracked members of group absent from generation g,
-// dropping those gone; ready says every missing member has a JoinGroup
-// with its id out (the coordinator counts them in the next rebalance).
-// r.mu is held.
-func (r *movedMembers) missing(group string, g *generationView) (missing []string, ready bool) {
+// missing lists the members of group tracked here or by the other nodes
+// (peers) absent from generation g, dropping those gone; ready says every
+// missing member has a JoinGroup with its id out (the coordinator counts
+// them in the next rebalance). r.mu is held.
+func (r *movedMembers) missing(group string, g *generationView, peers []MovedMember) (missing []string, ready bool) {
 	now := time.Now()
 	r.drop(group, func(m *movedMember) bool { return m.gone(now) })
 	ready = true
+	check := func(m MovedMember) {
+		if (m.ID != "" && g.ids[m.ID]) || (m.Instance != "" && g.instances[m.Instance]) {
+			return
+		}
+		missing = append(missing, m.Old)
+		ready = ready && m.Joining
+	}
 	for _, m := range r.groups[group] {
-		if (m.id != "" && g.ids[m.id]) || (m.instance != "" && g.instances[m.instance]) {
-			continue
-		}
-		missing = append(missing, m.old)
-		if m.joining == 0 || !m.withID {
-			ready = false
-		}
+		check(MovedMember{Old: m.old, ID: m.id, Instance: m.instance, Joining: m.joining > 0 && m.withID})
+	}
+	for _, m := range peers {
+		check(m)
 	}
 	return missing, ready
+}
+
+// peerMoved asks the other nodes (if any) for the members of group they
+// wait for on its new home.
+func (c *clientConn) peerMoved(ctx context.Context, group string) []MovedMember {
+	ask := c.p.cfg.PeerMovedMembers
+	if ask == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return ask(ctx, group)
+}
+
+// movedActive is movedMembers.active for this proxy.
+func (c *clientConn) movedActive(group string) bool {
+	return c.p.gate.moved.active(group, c.p.cfg.PeerMovedMembers != nil)
 }
 
 // ownsPartitions says whether a consumer's JoinGroup claims partitions
@@ -272,7 +347,7 @@ func (c *clientConn) watchGroupAnswer(r *protocol.Request, group string, entry *
 	switch r.APIKey {
 	case 11: // JoinGroup
 		if entry == nil {
-			if !reg.active(group) {
+			if !c.movedActive(group) {
 				return finish
 			}
 			req, err := decodeRequest[kmsg.JoinGroupRequest](r)
@@ -290,8 +365,8 @@ func (c *clientConn) watchGroupAnswer(r *protocol.Request, group string, entry *
 			if entry != nil {
 				reg.answered(entry, resp)
 			}
-			if resp != nil && resp.ErrorCode == 0 && resp.LeaderID == resp.MemberID && reg.active(group) {
-				if missing := reg.leaderTold(group, resp); len(missing) > 0 {
+			if resp != nil && resp.ErrorCode == 0 && resp.LeaderID == resp.MemberID && c.movedActive(group) {
+				if missing := reg.leaderTold(group, resp, c.peerMoved(ctx, group)); len(missing) > 0 {
 					c.log.Info("a generation on the group's new home lacks members moved there, which still own partitions; its leader's SyncGroup will be answered REBALANCE_IN_PROGRESS",
 						"group", group, "generation", resp.Generation, "members", len(resp.Members), "missing", missing)
 				}
@@ -299,7 +374,7 @@ func (c *clientConn) watchGroupAnswer(r *protocol.Request, group string, entry *
 			return body, err
 		}
 	case 14: // SyncGroup
-		if !reg.active(group) {
+		if !reg.active(group, false) {
 			return finish
 		}
 		return func(ctx context.Context) ([]byte, error) {
@@ -315,7 +390,7 @@ func (c *clientConn) watchGroupAnswer(r *protocol.Request, group string, entry *
 			return body, err
 		}
 	case 13: // LeaveGroup
-		if !reg.active(group) {
+		if !reg.active(group, false) {
 			return finish
 		}
 		if req, err := decodeRequest[kmsg.LeaveGroupRequest](r); err == nil {
@@ -336,7 +411,7 @@ func (c *clientConn) watchGroupAnswer(r *protocol.Request, group string, entry *
 // given up meanwhile. It returns nil for any other request.
 func (c *clientConn) holdIncompleteSync(r *protocol.Request, group string) finishFunc {
 	reg := &c.p.gate.moved
-	if r.APIKey != 14 || !reg.active(group) {
+	if r.APIKey != 14 || !c.movedActive(group) {
 		return nil
 	}
 	sync, err := decodeRequest[kmsg.SyncGroupRequest](r)
@@ -352,8 +427,13 @@ func (c *clientConn) holdIncompleteSync(r *protocol.Request, group string) finis
 		start := time.Now()
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
+		var peers []MovedMember
+		var asked time.Time
 		for {
-			missing, ready := reg.stillMissing(group, g)
+			if time.Since(asked) >= 100*time.Millisecond {
+				peers, asked = c.peerMoved(ctx, group), time.Now()
+			}
+			missing, ready := reg.stillMissing(group, g, peers)
 			if len(missing) == 0 {
 				// Given up (silent past their session timeout) or left.
 				finish, err := c.sendGroupRequest(&req, group, c.p.groupPhase(group), false, false)

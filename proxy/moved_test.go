@@ -43,6 +43,12 @@ func (identityMaps) OffsetMap(string, int32) offsetsync.OffsetMap {
 // with topic "t" (2 partitions), serving groups in the phase routing says.
 func startTwoClusterProxy(t *testing.T, routing Routing, opts ...kfake.Opt) *Proxy {
 	t.Helper()
+	return startProxyOnPair(t, startKfakePair(t, opts...), routing, nil)
+}
+
+// startKfakePair runs a source and a target kfake cluster with topic "t".
+func startKfakePair(t *testing.T, opts ...kfake.Opt) [2][]string {
+	t.Helper()
 	var addrs [2][]string
 	for i := range addrs {
 		c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(2, "t")}, opts...)...)
@@ -52,11 +58,16 @@ func startTwoClusterProxy(t *testing.T, routing Routing, opts ...kfake.Opt) *Pro
 		t.Cleanup(c.Close)
 		addrs[i] = c.ListenAddrs()
 	}
+	return addrs
+}
+
+func startProxyOnPair(t *testing.T, addrs [2][]string, routing Routing, peers func(context.Context, string) []MovedMember) *Proxy {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p, err := Start(ctx, Config{Listen: "127.0.0.1:0", NodeID: 7, Metrics: NewMetrics(nil),
 		Source: Upstream{Bootstrap: addrs[0]}, Target: &Upstream{Bootstrap: addrs[1]},
-		Routing: routing, Maps: identityMaps{},
+		Routing: routing, Maps: identityMaps{}, PeerMovedMembers: peers,
 		Covered: func(context.Context, string, int32, int64) error { return nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -147,14 +158,28 @@ func answer(t *testing.T, ctx context.Context, ch <-chan *kmsg.JoinGroupResponse
 // member ids the target gave them (MEMBER_ID_REQUIRED).
 func moveHeldMembers(t *testing.T, ctx context.Context, p *Proxy, routing *phaseRouting, members ...*rawMember) []string {
 	t.Helper()
+	return moveHeldMembersOn(t, ctx, []*Proxy{p}, routing, members...)
+}
+
+// moveHeldMembersOn is moveHeldMembers with members on several proxies
+// (nodes sharing the routing).
+func moveHeldMembersOn(t *testing.T, ctx context.Context, ps []*Proxy, routing *phaseRouting, members ...*rawMember) []string {
+	t.Helper()
 	routing.set(phaseDraining)
 	var answers []<-chan *kmsg.JoinGroupResponse
 	for i, m := range members {
 		answers = append(answers, m.join(ctx, "m"+string(rune('0'+i))))
 	}
-	for len(p.HeldMembers("g")) < len(members) {
+	held := func() int {
+		n := 0
+		for _, p := range ps {
+			n += len(p.HeldMembers("g"))
+		}
+		return n
+	}
+	for held() < len(members) {
 		if ctx.Err() != nil {
-			t.Fatalf("JoinGroups held: %v, want %d", p.HeldMembers("g"), len(members))
+			t.Fatalf("JoinGroups held: %d, want %d", held(), len(members))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -251,7 +276,7 @@ func TestMovedMembersJoinOneGeneration(t *testing.T) {
 	if s := <-done; s.ErrorCode != 0 {
 		t.Fatalf("follower's SyncGroup: %v", kerr.ErrorForCode(s.ErrorCode))
 	}
-	if p.gate.moved.active("g") {
+	if p.gate.moved.active("g", false) {
 		t.Fatal("members still watched after both synced on the target")
 	}
 }
@@ -285,5 +310,46 @@ func TestMovedMemberGivenUp(t *testing.T) {
 	}
 	if waited := time.Since(start); waited < 500*time.Millisecond || waited > 5*time.Second {
 		t.Fatalf("a's generation synced after %s, want after b's session timeout (500ms) and soon after", waited)
+	}
+}
+
+// TestMovedMembersOnTwoNodes: as TestMovedMembersJoinOneGeneration with
+// the two members on two proxy nodes (sidecars): the leader's node learns
+// of the member the other node moved from it (Config.PeerMovedMembers, GET
+// /v1/gate between nodes), and holds the leader's SyncGroup just the same.
+func TestMovedMembersOnTwoNodes(t *testing.T) {
+	routing := &phaseRouting{phase: phaseSource}
+	addrs := startKfakePair(t)
+	var nodes [2]*Proxy
+	peerOf := func(i int) func(context.Context, string) []MovedMember {
+		return func(_ context.Context, group string) []MovedMember { return nodes[1-i].MovedMembers(group) }
+	}
+	for i := range nodes {
+		nodes[i] = startProxyOnPair(t, addrs, routing, peerOf(i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := newRawMember(t, nodes[0], []int32{0}, 10*time.Second), newRawMember(t, nodes[1], []int32{1}, 10*time.Second)
+	ids := moveHeldMembersOn(t, ctx, nodes[:], routing, a, b)
+
+	alone := answer(t, ctx, a.join(ctx, ids[0]), "a's JoinGroup")
+	if alone.ErrorCode != 0 || alone.LeaderID != alone.MemberID || len(alone.Members) != 1 {
+		t.Fatalf("a's JoinGroup: %v, leader %v, %d members; want the coordinator's generation of a alone",
+			kerr.ErrorForCode(alone.ErrorCode), alone.LeaderID == alone.MemberID, len(alone.Members))
+	}
+	synced := a.syncAsync(ctx, ids[0], alone.Generation, map[string][]int32{ids[0]: {0, 1}})
+	select {
+	case s := <-synced:
+		t.Fatalf("a's SyncGroup of a generation without b (moved by the other node) answered at once: %v, assigned %v", kerr.ErrorForCode(s.ErrorCode), assigned(t, s))
+	case <-time.After(200 * time.Millisecond):
+	}
+	second := b.join(ctx, ids[1])
+	if s := <-synced; s.ErrorCode != kerr.RebalanceInProgress.Code {
+		t.Fatalf("a's SyncGroup of a generation without b answered %v, assigned %v; want REBALANCE_IN_PROGRESS", kerr.ErrorForCode(s.ErrorCode), assigned(t, s))
+	}
+	ra, rb := answer(t, ctx, a.join(ctx, ids[0]), "a's second JoinGroup"), answer(t, ctx, second, "b's JoinGroup")
+	if ra.ErrorCode != 0 || rb.ErrorCode != 0 || ra.Generation != rb.Generation {
+		t.Fatalf("answers %v (generation %d) and %v (generation %d), want one generation of both",
+			kerr.ErrorForCode(ra.ErrorCode), ra.Generation, kerr.ErrorForCode(rb.ErrorCode), rb.Generation)
 	}
 }

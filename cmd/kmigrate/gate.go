@@ -37,6 +37,9 @@ type gateAnswer struct {
 	HeldMembers      []string `json:"held_members,omitempty"`
 	InflightCommits  int      `json:"inflight_commits"`
 	InflightProduces int      `json:"inflight_produces"`
+	// MovedMembers are the group's members this node sent to the group's
+	// new home and still waits for there (proxy/moved.go).
+	MovedMembers []proxy.MovedMember `json:"moved_members,omitempty"`
 }
 
 func newFleetGate(local *proxy.Proxy, store *raftstore.Store, token string, log *slog.Logger) *fleetGate {
@@ -56,6 +59,11 @@ func (g *fleetGate) peers() []raftstore.Node {
 
 // ask queries every peer at once; failed answers are nil.
 func (g *fleetGate) ask(query url.Values) []*gateAnswer {
+	return g.askCtx(context.Background(), query)
+}
+
+// askCtx is ask bounded by ctx.
+func (g *fleetGate) askCtx(ctx context.Context, query url.Values) []*gateAnswer {
 	peers := g.peers()
 	answers := make([]*gateAnswer, len(peers))
 	var wg sync.WaitGroup
@@ -63,7 +71,7 @@ func (g *fleetGate) ask(query url.Values) []*gateAnswer {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a, err := g.askOne(n.AdminAddr, query)
+			a, err := g.askOne(ctx, n.AdminAddr, query)
 			if err != nil {
 				g.log.Warn("cutover: a node did not say what it holds; counting one request in flight there", "node", n.ID, "err", err)
 				return
@@ -75,8 +83,8 @@ func (g *fleetGate) ask(query url.Values) []*gateAnswer {
 	return answers
 }
 
-func (g *fleetGate) askOne(addr string, query url.Values) (*gateAnswer, error) {
-	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/gate?"+query.Encode(), nil)
+func (g *fleetGate) askOne(ctx context.Context, addr string, query url.Values) (*gateAnswer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/gate?"+query.Encode(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +117,20 @@ func (g *fleetGate) HeldMembers(group string) map[string]bool {
 		}
 	}
 	return held
+}
+
+// PeerMovedMembers lists the members of group the other nodes sent to its
+// new home and still wait for there (proxy.Config.PeerMovedMembers). A peer
+// that does not answer adds none: the check is then as good as this
+// node's own.
+func (g *fleetGate) PeerMovedMembers(ctx context.Context, group string) []proxy.MovedMember {
+	var out []proxy.MovedMember
+	for _, a := range g.askCtx(ctx, url.Values{"group": {group}}) {
+		if a != nil {
+			out = append(out, a.MovedMembers...)
+		}
+	}
+	return out
 }
 
 func (g *fleetGate) InflightCommits(group string) int {
@@ -161,6 +183,7 @@ func registerGate(mux *http.ServeMux, local *proxy.Proxy, store *raftstore.Store
 				a.HeldMembers = append(a.HeldMembers, m)
 			}
 			a.InflightCommits = local.InflightCommits(group)
+			a.MovedMembers = local.MovedMembers(group)
 		}
 		if topic := q.Get("topic"); topic != "" {
 			a.InflightProduces = local.InflightProduces(topic)

@@ -474,6 +474,7 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 	// With a target, the offset map and the group routes exist before the
 	// proxy starts: it serves groups on the target from them.
 	var (
+		fleet        atomic.Pointer[fleetGate]
 		routes       groupRoutes
 		cutover      *offsetsync.Cutover
 		topicCutover *offsetsync.TopicCutover
@@ -486,6 +487,14 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		current.maps = cp.maps
 		routes = groupRoutes{store: cp.store.Forwarding()}
 		cfg.Target, cfg.Routing, cfg.Maps, cfg.Covered = &targetUp, routes, mapReader{cp.maps}, current.Covered
+		// The other nodes' moved members, once the gate that asks them
+		// exists (it needs the proxy).
+		cfg.PeerMovedMembers = func(ctx context.Context, group string) []proxy.MovedMember {
+			if g := fleet.Load(); g != nil {
+				return g.PeerMovedMembers(ctx, group)
+			}
+			return nil
+		}
 		if o.mirror.feed {
 			cfg.Feed = current
 		}
@@ -530,6 +539,7 @@ func serveProxy(parent context.Context, args []string, ready func()) error {
 		defer dstClient.Close()
 		verifier.source, verifier.target = srcClient, dstClient
 		gate := newFleetGate(p, cp.store, o.adminToken, log)
+		fleet.Store(gate)
 		cutover = &offsetsync.Cutover{
 			Source: srcClient, Target: dstClient, Phases: routes, Gate: gate,
 			Maps: mapReader{cp.maps}.OffsetMap, Covered: current.Covered, Log: log,
