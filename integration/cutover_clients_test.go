@@ -33,7 +33,8 @@ import (
 // and the group is flipped to the target and back (3 cutovers, 2 rollbacks,
 // ending on the target). Per partition: every produced offset delivered, none
 // delivered again below the position the group had committed at the time,
-// first deliveries in offset order, and no consumer process restarted.
+// first deliveries in offset order, never owned by two members at once (as
+// their assignment callbacks report it), and no consumer process restarted.
 // Redelivery at or beyond the last commit is the client's at-least-once
 // window, counted and reported, not failed.
 //
@@ -468,11 +469,13 @@ func parseVerifiableConsumer(m *member, line []byte, led *ledger) error {
 		m.mu.Unlock()
 	case "partitions_assigned":
 		m.setOwned(parts(), true)
+		led.own(m.name, parts(), true, at)
 		m.mu.Lock()
 		m.assigns++
 		m.mu.Unlock()
 	case "partitions_revoked":
 		m.setOwned(parts(), false)
+		led.own(m.name, parts(), false, at)
 		m.mu.Lock()
 		m.revokes++
 		m.mu.Unlock()
@@ -522,11 +525,13 @@ func parseCutoverScript(m *member, line []byte, led *ledger) error {
 		m.mu.Unlock()
 	case "assigned":
 		m.setOwned(e.Partitions, true)
+		led.own(m.name, e.Partitions, true, at)
 		m.mu.Lock()
 		m.assigns++
 		m.mu.Unlock()
 	case "revoked", "lost":
 		m.setOwned(e.Partitions, false)
+		led.own(m.name, e.Partitions, false, at)
 		m.mu.Lock()
 		if e.Kind == "lost" {
 			m.lost++
@@ -582,11 +587,13 @@ type ledger struct {
 }
 
 // ledgerEvent is a delivery of offsets from..to, or (commit) a committed
-// position from.
+// position from, or (owns) the start (from 1) or end (from 0) of who's
+// ownership of partition p, as its assignment callbacks reported it.
 type ledgerEvent struct {
 	at       time.Time
 	seq      int // arrival order, for events of the same millisecond
 	commit   bool
+	owns     bool
 	who      string
 	p        int32
 	from, to int64
@@ -607,6 +614,10 @@ type partVerdict struct {
 	afterCommit int64 // deliveries below the position committed before them
 	beyond      int64 // redeliveries at or above it
 	reordered   int64 // first deliveries below an earlier first delivery
+	// sharedOwner counts assignments of the partition to a member while
+	// another still owned it: both consume it, and one delivers again
+	// what the other processed.
+	sharedOwner int64
 	committed   int64
 	example     string
 }
@@ -659,6 +670,19 @@ func (l *ledger) commit(who string, p int32, next int64, at time.Time) {
 	}
 }
 
+// own records that who was assigned (own) or gave up partitions ps.
+func (l *ledger) own(who string, ps []int32, own bool, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range ps {
+		e := ledgerEvent{at: at, seq: len(l.events), owns: true, who: who, p: p}
+		if own {
+			e.from = 1
+		}
+		l.events = append(l.events, e)
+	}
+}
+
 func (l *ledger) commitFailed(who, msg string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -701,13 +725,61 @@ func (l *ledger) judge(ends map[int32]int64) map[int32]*partVerdict {
 		out[p] = &partVerdict{}
 		maxFirst[p] = -1
 	}
-	for _, e := range events {
-		v := out[e.p]
+	verdict := func(p int32) *partVerdict {
+		v := out[p]
 		if v == nil {
 			v = &partVerdict{}
-			out[e.p] = v
-			maxFirst[e.p] = -1
+			out[p] = v
+			maxFirst[p] = -1
 		}
+		return v
+	}
+	// Ownership: a member gives up a partition (revoke callback) before it
+	// rejoins, and the partition goes to another member only in a later
+	// generation, so the callbacks of two members never overlap on one
+	// partition. In the same millisecond an end counts first.
+	var owns []ledgerEvent
+	for _, e := range events {
+		if e.owns {
+			owns = append(owns, e)
+		}
+	}
+	sort.SliceStable(owns, func(i, j int) bool {
+		a, b := owns[i].at.UnixMilli(), owns[j].at.UnixMilli()
+		if a != b {
+			return a < b
+		}
+		return owns[i].from < owns[j].from
+	})
+	type owner struct {
+		who   string
+		since time.Time
+	}
+	owners := map[int32]owner{}
+	for _, e := range owns {
+		cur, owned := owners[e.p]
+		switch {
+		case e.from == 0:
+			if owned && cur.who == e.who {
+				delete(owners, e.p)
+			}
+		case owned && cur.who != e.who:
+			v := verdict(e.p)
+			v.sharedOwner++
+			if v.example == "" {
+				v.example = fmt.Sprintf("%s was assigned the partition at %s while %s owned it (since %s)",
+					e.who, e.at.Format("15:04:05.000"), cur.who, cur.since.Format("15:04:05.000"))
+			}
+			owners[e.p] = owner{e.who, e.at}
+		case !owned:
+			owners[e.p] = owner{e.who, e.at}
+		}
+	}
+	for _, e := range events {
+		if e.owns {
+			continue
+		}
+		v := verdict(e.p)
 		if e.commit {
 			v.committed = max(v.committed, e.from)
 			continue
@@ -940,15 +1012,16 @@ func (r *cutoverRig) report(ends map[int32]int64, sent int64) {
 	var lost, afterCommit, beyond, reordered, deliveries int64
 	for p := int32(0); p < cutoverPartitions; p++ {
 		v := verdict[p]
-		t.Logf("partition %d: produced %d, delivered %d, lost %d, delivered again after a commit %d, redelivered beyond the last commit %d, reordered %d, committed %d%s",
-			p, ends[p], v.deliveries, v.lost, v.afterCommit, v.beyond, v.reordered, v.committed, exampleSuffix(v.example))
+		t.Logf("partition %d: produced %d, delivered %d, lost %d, delivered again after a commit %d, redelivered beyond the last commit %d, reordered %d, owned by two members at once %d, committed %d%s",
+			p, ends[p], v.deliveries, v.lost, v.afterCommit, v.beyond, v.reordered, v.sharedOwner, v.committed, exampleSuffix(v.example))
 		lost += v.lost
 		afterCommit += v.afterCommit
 		beyond += v.beyond
 		reordered += v.reordered
 		deliveries += v.deliveries
-		if v.lost+v.afterCommit+v.reordered != 0 {
-			t.Errorf("partition %d: lost %d, delivered again after a commit %d, reordered %d: want all 0", p, v.lost, v.afterCommit, v.reordered)
+		if v.lost+v.afterCommit+v.reordered+v.sharedOwner != 0 {
+			t.Errorf("partition %d: lost %d, delivered again after a commit %d, reordered %d, owned by two members at once %d: want all 0",
+				p, v.lost, v.afterCommit, v.reordered, v.sharedOwner)
 		}
 	}
 	var fails []string
