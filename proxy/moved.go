@@ -73,9 +73,13 @@ type movedMember struct {
 	idle    time.Time // when its last JoinGroup was answered
 }
 
+// joiningNow: a JoinGroup of it is out, on a connection still open (the
+// answer to one on a closed connection is never counted back).
+func (m *movedMember) joiningNow() bool { return m.joining > 0 && m.conn.ctx.Err() == nil }
+
 // gone: silent for longer than its session timeout.
 func (m *movedMember) gone(now time.Time) bool {
-	return m.joining == 0 && now.Sub(m.idle) > m.session
+	return !m.joiningNow() && now.Sub(m.idle) > m.session
 }
 
 // movedMembers is the registry, per group.
@@ -125,7 +129,7 @@ func (r *movedMembers) list(group string) []MovedMember {
 	var out []MovedMember
 	for _, m := range r.groups[group] {
 		if !m.gone(now) {
-			out = append(out, MovedMember{Old: m.old, ID: m.id, Instance: m.instance, Joining: m.joining > 0 && m.withID})
+			out = append(out, MovedMember{Old: m.old, ID: m.id, Instance: m.instance, Joining: m.joiningNow() && m.withID})
 		}
 	}
 	return out
@@ -164,6 +168,9 @@ func (r *movedMembers) joinSent(group string, c *clientConn, req *kmsg.JoinGroup
 	defer r.mu.Unlock()
 	for _, m := range r.groups[group] {
 		if m.conn == c || (m.id != "" && m.id == req.MemberID) {
+			if m.conn != c { // it reconnected
+				m.conn, m.joining = c, 0
+			}
 			m.joining++
 			m.withID = req.MemberID != "" || req.InstanceID != nil
 			return m
@@ -279,7 +286,7 @@ func (r *movedMembers) missing(group string, g *generationView, peers []MovedMem
 		ready = ready && m.Joining
 	}
 	for _, m := range r.groups[group] {
-		check(MovedMember{Old: m.old, ID: m.id, Instance: m.instance, Joining: m.joining > 0 && m.withID})
+		check(MovedMember{Old: m.old, ID: m.id, Instance: m.instance, Joining: m.joiningNow() && m.withID})
 	}
 	for _, m := range peers {
 		check(m)
