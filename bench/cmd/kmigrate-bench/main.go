@@ -42,6 +42,7 @@ type config struct {
 	proxyArgs      string
 	directOnly     bool
 	relay          bool
+	pin            bool
 
 	rounds          int
 	warmup          bool
@@ -92,6 +93,8 @@ func parseFlags() *config {
 	flag.StringVar(&c.proxyArgs, "proxy-args", "", "extra arguments for `kmigrate proxy`, space separated")
 	flag.BoolVar(&c.directOnly, "direct-only", false, "measure only the direct side (checks the generator and the broker; no ratios)")
 	flag.BoolVar(&c.relay, "relay", false, "measure a plain byte relay (no Kafka parsing, spliced copies) in place of the proxy: what one more loopback hop costs any proxy on this machine (needs the harness's broker, not -bootstrap)")
+
+	flag.BoolVar(&c.pin, "pin", false, "sidecar CPU layout: the broker JVMs on CPU 0, the load generator and the proxy on the other CPUs, as a sidecar shares its application's host and not the brokers' (needs taskset; with -bootstrap, pins -broker-pid)")
 
 	flag.IntVar(&c.rounds, "rounds", 6, "rounds; each runs every suite on both sides, alternating which goes first")
 	flag.BoolVar(&c.warmup, "warmup", true, "run each suite briefly on both sides before measuring, and drop the result")
@@ -268,6 +271,19 @@ func run(ctx context.Context, cfg *config) (int, error) {
 	if err != nil {
 		return 2, err
 	}
+	if cfg.pin {
+		// The mirror suite's target broker and MirrorMaker 2 start later
+		// and are not placed: its layout would be half one, half the other.
+		if slices.ContainsFunc(suites, func(s suite) bool { return strings.HasPrefix(s.name(), "mirror") }) {
+			return 2, fmt.Errorf("-pin applies to the proxy suites; leave the mirror suite out (-suites)")
+		}
+		if cfg.bootstrap != "" && cfg.brokerPID == 0 {
+			return 2, fmt.Errorf("-pin with -bootstrap needs -broker-pid, the broker JVM to place on CPU 0")
+		}
+		if err := pinSelf(); err != nil {
+			return 1, err
+		}
+	}
 	e := &env{cfg: cfg, runID: fmt.Sprintf("%x", time.Now().Unix()&0xffffff)}
 
 	// The broker.
@@ -316,6 +332,11 @@ func run(ctx context.Context, cfg *config) (int, error) {
 			e.logf("broker JVM not found among this process's children: no broker CPU figures")
 		}
 		for i, pid := range pids {
+			if cfg.pin {
+				if err := pinBroker(pid); err != nil {
+					return 1, err
+				}
+			}
 			label := "broker"
 			if len(pids) > 1 {
 				label = fmt.Sprintf("broker%d", i+1)
@@ -327,6 +348,11 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		brokerNote = "external broker at " + bootstrap
 		if cfg.brokerPID != 0 {
 			e.tracked = append(e.tracked, tracked{label: "broker", pid: cfg.brokerPID})
+			if cfg.pin {
+				if err := pinBroker(cfg.brokerPID); err != nil {
+					return 1, err
+				}
+			}
 		}
 	}
 	e.direct = side{name: "direct", bootstrap: []string{bootstrap}}
@@ -506,6 +532,9 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		rep := buildReport(e, g.suites, res)
 		rep.kafkaVersion = kafkaVersion
 		rep.brokerNote = brokerNote
+		if cfg.pin {
+			rep.brokerNote += "; " + pinLayout()
+		}
 		rep.proxyNote = proxyNote
 		fmt.Println(rep.text())
 		fmt.Println()
