@@ -129,8 +129,8 @@ func handleGroupRequest(c *clientConn, r *protocol.Request, group, member string
 			return c.holdGroupRequest(r, group, member, phase), nil
 		}
 	}
-	if held := c.holdIncompleteSync(r, group); held != nil {
-		return held, nil
+	if answer := c.movedAnswer(r, group); answer != nil {
+		return answer, nil
 	}
 	return c.sendGroupRequest(r, group, phase, false, isCommit)
 }

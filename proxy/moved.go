@@ -61,6 +61,7 @@ const peerWatch = 2 * time.Minute
 // movedMember is a member this node sent to its group's new home.
 type movedMember struct {
 	conn     *clientConn // where its JoinGroups come from
+	owns     bool        // it claimed partitions when it moved: waited for
 	old      string      // member id on the cluster it left
 	instance string      // group.instance.id; "" for a dynamic member
 	id       string      // member id on the new home, once answered
@@ -128,7 +129,7 @@ func (r *movedMembers) list(group string) []MovedMember {
 	defer r.mu.Unlock()
 	var out []MovedMember
 	for _, m := range r.groups[group] {
-		if !m.gone(now) {
+		if m.owns && !m.gone(now) {
 			out = append(out, MovedMember{Old: m.old, ID: m.id, Instance: m.instance, Joining: m.joiningNow() && m.withID})
 		}
 	}
@@ -140,16 +141,19 @@ func (r *movedMembers) list(group string) []MovedMember {
 func (p *Proxy) MovedMembers(group string) []MovedMember { return p.gate.moved.list(group) }
 
 // sent records a member's held JoinGroup sent to the new home with an
-// empty member id, when it says the member owns partitions, and returns
-// its entry (nil when it owns nothing: it consumes nothing meanwhile).
+// empty member id and returns its entry. A member that owns no partitions
+// (eager assignors revoke all before they rejoin) consumes nothing
+// meanwhile and is not waited for; its old id still marks its late
+// commits (staleCommit).
 func (r *movedMembers) sent(group string, c *clientConn, req *kmsg.JoinGroupRequest) *movedMember {
 	r.mu.Lock()
 	r.moves[group] = time.Now()
 	r.mu.Unlock()
-	if !ownsPartitions(req) {
+	owns := ownsPartitions(req)
+	if !owns && req.MemberID == "" {
 		return nil
 	}
-	m := &movedMember{conn: c, old: req.MemberID, session: time.Duration(req.SessionTimeoutMillis) * time.Millisecond,
+	m := &movedMember{conn: c, owns: owns, old: req.MemberID, session: time.Duration(req.SessionTimeoutMillis) * time.Millisecond,
 		joining: 1, withID: req.InstanceID != nil, idle: time.Now()}
 	if req.InstanceID != nil {
 		m.instance = *req.InstanceID
@@ -286,6 +290,9 @@ func (r *movedMembers) missing(group string, g *generationView, peers []MovedMem
 		ready = ready && m.Joining
 	}
 	for _, m := range r.groups[group] {
+		if !m.owns {
+			continue
+		}
 		check(MovedMember{Old: m.old, ID: m.id, Instance: m.instance, Joining: m.joiningNow() && m.withID})
 	}
 	for _, m := range peers {
@@ -309,6 +316,23 @@ func (c *clientConn) peerMoved(ctx context.Context, group string) []MovedMember 
 // movedActive is movedMembers.active for this proxy.
 func (c *clientConn) movedActive(group string) bool {
 	return c.p.gate.moved.active(group, c.p.cfg.PeerMovedMembers != nil)
+}
+
+// staleCommit says whether member is the id a moved member of group had
+// on the cluster it left: a commit sent under it before the member learnt
+// of the move.
+func (r *movedMembers) staleCommit(group, member string) bool {
+	if member == "" {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.groups[group] {
+		if m.old == member && m.id != member {
+			return true
+		}
+	}
+	return false
 }
 
 // ownsPartitions says whether a consumer's JoinGroup claims partitions
@@ -411,14 +435,48 @@ func (c *clientConn) watchGroupAnswer(r *protocol.Request, group string, entry *
 	return finish
 }
 
+// movedAnswer answers, instead of the group's coordinator, two requests
+// about members moved by a flip; it returns nil for any other request.
+//
+// A commit under a moved member's old member id (sent before the member
+// learnt of the move, it arrives after) is answered REBALANCE_IN_PROGRESS,
+// as a held one is: the new coordinator would answer UNKNOWN_MEMBER_ID,
+// and librdkafka then drops the member id it has just been given, whose
+// pending join makes the coordinator's next rebalance wait for a session
+// timeout (seen: 10 s pauses in TestGroupCutoverConfluentKafkaCooperative).
+//
+// The SyncGroup of a leader that was told a generation without some
+// tracked member is kept from the coordinator (holdIncompleteSync).
+func (c *clientConn) movedAnswer(r *protocol.Request, group string) finishFunc {
+	switch r.APIKey {
+	case 8:
+		if !c.p.gate.moved.active(group, false) {
+			return nil
+		}
+		req, err := decodeRequest[kmsg.OffsetCommitRequest](r)
+		if err != nil || !c.p.gate.moved.staleCommit(group, req.MemberID) {
+			return nil
+		}
+		body, ok := errorResponse(r, kerr.RebalanceInProgress.Code)
+		if !ok {
+			return nil
+		}
+		c.p.gate.commit(group, -1) // counted in flight by handleGroupRequest
+		return respondBody(body)
+	case 14:
+		return c.holdIncompleteSync(r, group)
+	}
+	return nil
+}
+
 // holdIncompleteSync returns, for the SyncGroup of a leader that was told
 // a generation without some tracked member, the answer that keeps it from
 // the coordinator: REBALANCE_IN_PROGRESS once the missing members have
 // their JoinGroups out (bounded), or the forwarded SyncGroup if they are
-// given up meanwhile. It returns nil for any other request.
+// given up meanwhile. It returns nil for any other SyncGroup.
 func (c *clientConn) holdIncompleteSync(r *protocol.Request, group string) finishFunc {
 	reg := &c.p.gate.moved
-	if r.APIKey != 14 || !c.movedActive(group) {
+	if !c.movedActive(group) {
 		return nil
 	}
 	sync, err := decodeRequest[kmsg.SyncGroupRequest](r)

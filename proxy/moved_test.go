@@ -139,6 +139,24 @@ func (m *rawMember) sync(ctx context.Context, memberID string, generation int32,
 	return resp
 }
 
+// commit commits offset 1 of t/0 as memberID in generation and returns
+// the partition's error code.
+func (m *rawMember) commit(ctx context.Context, memberID string, generation int32) int16 {
+	req := kmsg.NewPtrOffsetCommitRequest()
+	req.Group, req.MemberID, req.Generation = "g", memberID, generation
+	rt := kmsg.NewOffsetCommitRequestTopic()
+	rt.Topic = "t"
+	rp := kmsg.NewOffsetCommitRequestTopicPartition()
+	rp.Partition, rp.Offset = 0, 1
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, m.cl)
+	if err != nil {
+		m.t.Fatalf("OffsetCommit as %q: %v", memberID, err)
+	}
+	return resp.Topics[0].Partitions[0].ErrorCode
+}
+
 func answer(t *testing.T, ctx context.Context, ch <-chan *kmsg.JoinGroupResponse, what string) *kmsg.JoinGroupResponse {
 	t.Helper()
 	select {
@@ -232,6 +250,13 @@ func TestMovedMembersJoinOneGeneration(t *testing.T) {
 	defer cancel()
 	a, b := newRawMember(t, p, []int32{0}, 10*time.Second), newRawMember(t, p, []int32{1}, 10*time.Second)
 	ids := moveHeldMembers(t, ctx, p, routing, a, b)
+
+	// A commit a sent under its old member id before it learnt of the move
+	// is answered REBALANCE_IN_PROGRESS, not by the target (Kafka answers
+	// UNKNOWN_MEMBER_ID, and librdkafka then drops its new member id).
+	if code := a.commit(ctx, "m0", 5); code != kerr.RebalanceInProgress.Code {
+		t.Fatalf("a's commit under its old member id after the move: %v, want REBALANCE_IN_PROGRESS", kerr.ErrorForCode(code))
+	}
 
 	alone := answer(t, ctx, a.join(ctx, ids[0]), "a's JoinGroup")
 	if alone.ErrorCode != 0 || alone.LeaderID != alone.MemberID || len(alone.Members) != 1 {
