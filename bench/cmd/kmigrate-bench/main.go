@@ -161,9 +161,6 @@ type env struct {
 	proxy  side
 	admin  *kadm.Client // direct to the broker
 	topics []string     // created by this run
-	// brokerDir holds the harness's broker data (empty with -bootstrap):
-	// dropWritten watches it for a deleted topic's files.
-	brokerDir string
 	runID  string
 	bin    string // the kmigrate binary, when this run built or was given one
 	// tracked are the processes whose CPU per GB is reported.
@@ -326,7 +323,6 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		}
 		defer c.Close()
 		bootstrap = c.Bootstrap()
-		e.brokerDir = c.Dir()
 		if cfg.relay {
 			relayTo = c.Addr(kafkatest.Relayed)
 		}

@@ -112,17 +112,3 @@ func TestMirrorRowCells(t *testing.T) {
 		t.Errorf("proxy latency row shows a ratio: %q", c)
 	}
 }
-
-func TestDirHolds(t *testing.T) {
-	root := t.TempDir()
-	for _, d := range []string{"data/bench-r10-0", "data/other-3.abc-delete"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for part, want := range map[string]bool{"bench-r10-": true, "bench-r1-": false, "other-": true, "gone-": false} {
-		if got := dirHolds(root, part); got != want {
-			t.Errorf("dirHolds(%q) = %v, want %v", part, got, want)
-		}
-	}
-}
