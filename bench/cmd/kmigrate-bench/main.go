@@ -300,10 +300,7 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		e.logf("starting Kafka %s ...", kafkatest.KafkaVersion)
 		var c *kafkatest.Cluster
 		for attempt := 1; ; attempt++ {
-			opts := kafkatest.Options{Name: "bench", HeapMB: cfg.brokerHeapMB, Brokers: cfg.brokers,
-				// Files of deleted topics go at once (default a minute
-				// later): see dropWritten.
-				BrokerConfig: map[string]string{"file.delete.delay.ms": "1000"}}
+			opts := kafkatest.Options{Name: "bench", HeapMB: cfg.brokerHeapMB, Brokers: cfg.brokers}
 			if cfg.relay {
 				if relayAddr, err = freeAddr(); err != nil {
 					return 1, err

@@ -572,18 +572,6 @@ func measureProcs(procs []tracked, f func() error) (usage, error) {
 	return between(before, after, procs), nil
 }
 
-// dropWritten deletes a throughput run's topic as soon as it is measured.
-// A produce run writes 1.5 GB or more; kept to the end, the runs' logs pile
-// up as dirty pages and the kernel's writeback throttles the broker in
-// whichever later run crosses its threshold, a noise as large as the
-// difference being measured. Deleted (and the harness's broker removes
-// files a second later, file.delete.delay.ms), the pages go unwritten.
-func (e *env) dropWritten(ctx context.Context, topic string) {
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	e.deleteSourceTopics(dctx, topic)
-}
-
 func (e *env) deleteSourceTopics(ctx context.Context, topics ...string) {
 	if e.cfg.keep {
 		return

@@ -123,7 +123,6 @@ func (*produceSuite) run(ctx context.Context, e *env, s side, round int) (measur
 	if err != nil {
 		return measurement{}, err
 	}
-	e.dropWritten(ctx, topic)
 	return measurement{
 		metrics: []metric{
 			{name: "records/s", unit: "rec/s", value: res.RecordsPerSec(), higher: true},
@@ -374,7 +373,6 @@ func (*javaProduceSuite) run(ctx context.Context, e *env, s side, round int) (me
 	if err != nil {
 		return measurement{}, err
 	}
-	e.dropWritten(ctx, topic)
 	sum, err := parseProducerPerf(out)
 	if err != nil {
 		return measurement{}, err
