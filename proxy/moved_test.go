@@ -243,27 +243,18 @@ func assigned(t *testing.T, resp *kmsg.SyncGroupResponse) []int32 {
 // proxy keeps its SyncGroup from the coordinator and answers it
 // REBALANCE_IN_PROGRESS once the other member has rejoined; the next
 // generation has both. Without the check a is assigned both partitions.
-func TestMovedMembersJoinOneGeneration(t *testing.T) {
-	routing := &phaseRouting{phase: phaseSource}
-	p := startTwoClusterProxy(t, routing)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	a, b := newRawMember(t, p, []int32{0}, 10*time.Second), newRawMember(t, p, []int32{1}, 10*time.Second)
-	ids := moveHeldMembers(t, ctx, p, routing, a, b)
-
-	// A commit a sent under its old member id before it learnt of the move
-	// is answered REBALANCE_IN_PROGRESS, not by the target (Kafka answers
-	// UNKNOWN_MEMBER_ID, and librdkafka then drops its new member id).
-	if code := a.commit(ctx, "m0", 5); code != kerr.RebalanceInProgress.Code {
-		t.Fatalf("a's commit under its old member id after the move: %v, want REBALANCE_IN_PROGRESS", kerr.ErrorForCode(code))
-	}
-
+// soloGenerationHeld: a, moved with b, joins first and leads a generation
+// of itself alone, whose assignment (a's assignor sees no claim on b's
+// partition 1 and takes it) must not be handed out: a's SyncGroup stays
+// unanswered until b rejoins, then is answered REBALANCE_IN_PROGRESS. It
+// returns b's JoinGroup, still out.
+func soloGenerationHeld(t *testing.T, ctx context.Context, a, b *rawMember, ids []string) <-chan *kmsg.JoinGroupResponse {
+	t.Helper()
 	alone := answer(t, ctx, a.join(ctx, ids[0]), "a's JoinGroup")
 	if alone.ErrorCode != 0 || alone.LeaderID != alone.MemberID || len(alone.Members) != 1 {
 		t.Fatalf("a's JoinGroup: %v, leader %v, %d members; want the coordinator's generation of a alone",
 			kerr.ErrorForCode(alone.ErrorCode), alone.LeaderID == alone.MemberID, len(alone.Members))
 	}
-	// a's assignor, seeing no claim on partition 1, takes it.
 	synced := a.syncAsync(ctx, ids[0], alone.Generation, map[string][]int32{ids[0]: {0, 1}})
 	select {
 	case s := <-synced:
@@ -279,6 +270,25 @@ func TestMovedMembersJoinOneGeneration(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("a's SyncGroup not answered after b rejoined")
 	}
+	return second
+}
+
+func TestMovedMembersJoinOneGeneration(t *testing.T) {
+	routing := &phaseRouting{phase: phaseSource}
+	p := startTwoClusterProxy(t, routing)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := newRawMember(t, p, []int32{0}, 10*time.Second), newRawMember(t, p, []int32{1}, 10*time.Second)
+	ids := moveHeldMembers(t, ctx, p, routing, a, b)
+
+	// A commit a sent under its old member id before it learnt of the move
+	// is answered REBALANCE_IN_PROGRESS, not by the target (Kafka answers
+	// UNKNOWN_MEMBER_ID, and librdkafka then drops its new member id).
+	if code := a.commit(ctx, "m0", 5); code != kerr.RebalanceInProgress.Code {
+		t.Fatalf("a's commit under its old member id after the move: %v, want REBALANCE_IN_PROGRESS", kerr.ErrorForCode(code))
+	}
+
+	second := soloGenerationHeld(t, ctx, a, b, ids)
 	again := a.join(ctx, ids[0])
 	ra, rb := answer(t, ctx, again, "a's second JoinGroup"), answer(t, ctx, second, "b's JoinGroup")
 	if ra.ErrorCode != 0 || rb.ErrorCode != 0 || ra.Generation != rb.Generation {
@@ -357,21 +367,7 @@ func TestMovedMembersOnTwoNodes(t *testing.T) {
 	a, b := newRawMember(t, nodes[0], []int32{0}, 10*time.Second), newRawMember(t, nodes[1], []int32{1}, 10*time.Second)
 	ids := moveHeldMembersOn(t, ctx, nodes[:], routing, a, b)
 
-	alone := answer(t, ctx, a.join(ctx, ids[0]), "a's JoinGroup")
-	if alone.ErrorCode != 0 || alone.LeaderID != alone.MemberID || len(alone.Members) != 1 {
-		t.Fatalf("a's JoinGroup: %v, leader %v, %d members; want the coordinator's generation of a alone",
-			kerr.ErrorForCode(alone.ErrorCode), alone.LeaderID == alone.MemberID, len(alone.Members))
-	}
-	synced := a.syncAsync(ctx, ids[0], alone.Generation, map[string][]int32{ids[0]: {0, 1}})
-	select {
-	case s := <-synced:
-		t.Fatalf("a's SyncGroup of a generation without b (moved by the other node) answered at once: %v, assigned %v", kerr.ErrorForCode(s.ErrorCode), assigned(t, s))
-	case <-time.After(200 * time.Millisecond):
-	}
-	second := b.join(ctx, ids[1])
-	if s := <-synced; s.ErrorCode != kerr.RebalanceInProgress.Code {
-		t.Fatalf("a's SyncGroup of a generation without b answered %v, assigned %v; want REBALANCE_IN_PROGRESS", kerr.ErrorForCode(s.ErrorCode), assigned(t, s))
-	}
+	second := soloGenerationHeld(t, ctx, a, b, ids)
 	ra, rb := answer(t, ctx, a.join(ctx, ids[0]), "a's second JoinGroup"), answer(t, ctx, second, "b's JoinGroup")
 	if ra.ErrorCode != 0 || rb.ErrorCode != 0 || ra.Generation != rb.Generation {
 		t.Fatalf("answers %v (generation %d) and %v (generation %d), want one generation of both",
