@@ -146,10 +146,10 @@ func (p *Proxy) MovedMembers(group string) []MovedMember { return p.gate.moved.l
 // meanwhile and is not waited for; its old id still marks its late
 // commits (staleCommit).
 func (r *movedMembers) sent(group string, c *clientConn, req *kmsg.JoinGroupRequest) *movedMember {
-	r.mu.Lock()
-	r.moves[group] = time.Now()
-	r.mu.Unlock()
 	owns := ownsPartitions(req)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.moves[group] = time.Now()
 	if !owns && req.MemberID == "" {
 		return nil
 	}
@@ -158,8 +158,6 @@ func (r *movedMembers) sent(group string, c *clientConn, req *kmsg.JoinGroupRequ
 	if req.InstanceID != nil {
 		m.instance = *req.InstanceID
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.drop(group, func(o *movedMember) bool { return o.conn == c || o.old == m.old })
 	r.groups[group] = append(r.groups[group], m)
 	return m

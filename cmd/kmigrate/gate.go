@@ -57,13 +57,8 @@ func (g *fleetGate) peers() []raftstore.Node {
 	return out
 }
 
-// ask queries every peer at once; failed answers are nil.
-func (g *fleetGate) ask(query url.Values) []*gateAnswer {
-	return g.askCtx(context.Background(), query)
-}
-
-// askCtx is ask bounded by ctx.
-func (g *fleetGate) askCtx(ctx context.Context, query url.Values) []*gateAnswer {
+// ask queries every peer at once, bounded by ctx; failed answers are nil.
+func (g *fleetGate) ask(ctx context.Context, query url.Values) []*gateAnswer {
 	peers := g.peers()
 	answers := make([]*gateAnswer, len(peers))
 	var wg sync.WaitGroup
@@ -109,7 +104,7 @@ func (g *fleetGate) askOne(ctx context.Context, addr string, query url.Values) (
 func (g *fleetGate) HeldMembers(group string) map[string]bool {
 	held := g.local.HeldMembers(group)
 	r, _ := g.store.State().Group(group)
-	for _, a := range g.ask(url.Values{"group": {group}, "index": {strconv.FormatUint(r.ChangedIndex, 10)}}) {
+	for _, a := range g.ask(context.Background(), url.Values{"group": {group}, "index": {strconv.FormatUint(r.ChangedIndex, 10)}}) {
 		if a != nil {
 			for _, m := range a.HeldMembers {
 				held[m] = true
@@ -125,7 +120,7 @@ func (g *fleetGate) HeldMembers(group string) map[string]bool {
 // node's own.
 func (g *fleetGate) PeerMovedMembers(ctx context.Context, group string) []proxy.MovedMember {
 	var out []proxy.MovedMember
-	for _, a := range g.askCtx(ctx, url.Values{"group": {group}}) {
+	for _, a := range g.ask(ctx, url.Values{"group": {group}}) {
 		if a != nil {
 			out = append(out, a.MovedMembers...)
 		}
@@ -136,7 +131,7 @@ func (g *fleetGate) PeerMovedMembers(ctx context.Context, group string) []proxy.
 func (g *fleetGate) InflightCommits(group string) int {
 	n := g.local.InflightCommits(group)
 	r, _ := g.store.State().Group(group)
-	for _, a := range g.ask(url.Values{"group": {group}, "index": {strconv.FormatUint(r.ChangedIndex, 10)}}) {
+	for _, a := range g.ask(context.Background(), url.Values{"group": {group}, "index": {strconv.FormatUint(r.ChangedIndex, 10)}}) {
 		if a == nil {
 			n++
 		} else {
@@ -149,7 +144,7 @@ func (g *fleetGate) InflightCommits(group string) int {
 func (g *fleetGate) InflightProduces(topic string) int {
 	n := g.local.InflightProduces(topic)
 	r, _ := g.store.State().Topic(topic)
-	for _, a := range g.ask(url.Values{"topic": {topic}, "index": {strconv.FormatUint(r.ChangedIndex, 10)}}) {
+	for _, a := range g.ask(context.Background(), url.Values{"topic": {topic}, "index": {strconv.FormatUint(r.ChangedIndex, 10)}}) {
 		if a == nil {
 			n++
 		} else {
