@@ -40,3 +40,38 @@ func FuzzParseRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseProduceHead: parsing a prefix never panics, and whenever kmsg
+// decodes the bytes as a whole produce request with topics, the head agrees
+// with it.
+func FuzzParseProduceHead(f *testing.F) {
+	for _, version := range []int16{2, 3, 9, 12, 13} {
+		req := kmsg.NewPtrProduceRequest()
+		req.Version, req.Acks = version, -1
+		t := kmsg.NewProduceRequestTopic()
+		t.Topic, t.TopicID[0] = "seed", 7
+		p := kmsg.NewProduceRequestTopicPartition()
+		p.Records = []byte("batch")
+		t.Partitions = append(t.Partitions, p)
+		req.Topics = append(req.Topics, t)
+		f.Add(version, req.AppendTo(nil))
+	}
+	f.Fuzz(func(t *testing.T, version int16, body []byte) {
+		if version < 0 || version > kmsg.NewPtrProduceRequest().MaxVersion() {
+			return
+		}
+		head, ok := ParseProduceHead(body, version)
+		if ok && head.Topics < 1 {
+			t.Fatalf("head without topics accepted: %+v", head)
+		}
+		req := kmsg.NewPtrProduceRequest()
+		req.Version = version
+		if req.ReadFrom(body) != nil || len(req.Topics) == 0 {
+			return
+		}
+		if !ok || head.Acks != req.Acks || head.Topics != len(req.Topics) ||
+			version >= 13 && head.TopicID != req.Topics[0].TopicID || version < 13 && head.Topic != req.Topics[0].Topic {
+			t.Fatalf("v%d: head %+v (ok %v) disagrees with kmsg's decoding", version, head, ok)
+		}
+	})
+}

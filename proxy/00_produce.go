@@ -96,34 +96,43 @@ func handleProduce(c *clientConn, r *protocol.Request) (finishFunc, error) {
 	if c.p.cfg.SyncProduce {
 		return c.syncProduce(req, calls, keys, refused), nil
 	}
-	feed := c.p.cfg.Feed != nil
+	if len(calls) == 1 && keys[0].cluster == c.p.source && len(refused) == 0 {
+		return c.sourceProduceAnswer(r.APIVersion, req, calls[0]), nil
+	}
 	return func(ctx context.Context) ([]byte, error) {
-		if len(calls) == 1 && keys[0].cluster == c.p.source && len(refused) == 0 {
-			body, err := calls[0].wait(ctx)
-			if err != nil || r.APIVersion < 10 && !feed {
-				return body, err // no leader hints before KIP-951
-			}
-			resp, err := decodeResponse[kmsg.ProduceResponse](body, r.APIVersion)
-			if err != nil {
-				return nil, err
-			}
-			if feed {
-				c.feedMirror(req, resp)
-			}
-			if r.APIVersion < 10 || !c.p.rewriteProduceHints(resp) {
-				return body, nil
-			}
-			return resp.AppendTo(nil), nil
-		}
 		merged, err := c.mergedProduce(ctx, calls, keys, refused, r.APIVersion)
 		if err != nil {
 			return nil, err
 		}
-		if feed {
+		if c.p.cfg.Feed != nil {
 			c.feedMirror(req, merged)
 		}
 		return merged.AppendTo(nil), nil
 	}, nil
+}
+
+// sourceProduceAnswer answers a produce that went whole to one source
+// broker: the broker's answer, its leader hints rewritten, the batches
+// handed to the mirror feed when there is one (req is only read for that).
+func (c *clientConn) sourceProduceAnswer(version int16, req *kmsg.ProduceRequest, cl *call) finishFunc {
+	feed := c.p.cfg.Feed != nil
+	return func(ctx context.Context) ([]byte, error) {
+		body, err := cl.wait(ctx)
+		if err != nil || version < 10 && !feed {
+			return body, err // no leader hints before KIP-951
+		}
+		resp, err := decodeResponse[kmsg.ProduceResponse](body, version)
+		if err != nil {
+			return nil, err
+		}
+		if feed {
+			c.feedMirror(req, resp)
+		}
+		if version < 10 || !c.p.rewriteProduceHints(resp) {
+			return body, nil
+		}
+		return resp.AppendTo(nil), nil
+	}
 }
 
 // feedMirror hands the mirror the batches the source acknowledged (the

@@ -306,6 +306,27 @@ func (cl *cluster) cachedLeader(topic string, partition int32) (int32, bool) {
 	return id, id >= 0 && known
 }
 
+// soleLeader reports the broker leading every partition of topic, when
+// one does and the cache knows it (a single-broker cluster, a topic of one
+// partition): a request for that topic alone goes there whichever
+// partitions it names.
+func (cl *cluster) soleLeader(topic string) (int32, bool) {
+	cl.mu.RLock()
+	defer cl.mu.RUnlock()
+	route := cl.topics[topic]
+	if route == nil || len(route.leaders) == 0 {
+		return 0, false
+	}
+	id := route.leaders[0]
+	for _, l := range route.leaders[1:] {
+		if l != id {
+			return 0, false
+		}
+	}
+	_, known := cl.brokers[id]
+	return id, id >= 0 && known
+}
+
 // topicName resolves a topic id (Fetch v13+, Produce v13+), refreshing once.
 func (cl *cluster) topicName(ctx context.Context, id [16]byte) (string, bool) {
 	cl.mu.RLock()

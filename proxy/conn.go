@@ -223,7 +223,18 @@ func (c *clientConn) readLoop() error {
 		if c.auth != nil && !c.auth.authenticated {
 			maxFrame = min(maxFrame, maxPreAuthFrame)
 		}
-		frame, pooled, err := c.readFrame(br, maxFrame)
+		size, err := protocol.ReadFrameSize(br, maxFrame)
+		if err == nil {
+			var streamed bool
+			if streamed, err = c.streamProduce(br, size); streamed && err == nil {
+				continue
+			}
+		}
+		var frame []byte
+		var pooled bool
+		if err == nil {
+			frame, pooled, err = c.readFrameBody(br, size)
+		}
 		if err != nil && c.p.draining.Load() {
 			return nil // shutting down: answer what was read, then close
 		}
@@ -290,14 +301,10 @@ func (c *clientConn) readLoop() error {
 	}
 }
 
-// readFrame reads a client's frame. A produce frame is read into a pooled
-// buffer when nothing will refer to it after its answer (framepool.go):
-// pooled says so.
-func (c *clientConn) readFrame(br *bufio.Reader, maxFrame int32) (frame []byte, pooled bool, err error) {
-	size, err := protocol.ReadFrameSize(br, maxFrame)
-	if err != nil {
-		return nil, false, err
-	}
+// readFrameBody reads a client's frame of size bytes. A produce frame is
+// read into a pooled buffer when nothing will refer to it after its answer
+// (framepool.go): pooled says so.
+func (c *clientConn) readFrameBody(br *bufio.Reader, size int32) (frame []byte, pooled bool, err error) {
 	if size >= pooledFrameMin && c.p.cfg.Feed == nil {
 		if key, err := br.Peek(2); err == nil && key[0] == 0 && key[1] == byte(kmsg.Produce) {
 			frame = c.p.frames.get(int(size))

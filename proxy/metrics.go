@@ -15,6 +15,7 @@ type Metrics struct {
 	bytesIn     prometheus.Counter
 	bytesOut    prometheus.Counter
 	cutThrough  prometheus.Counter
+	streamedIn  prometheus.Counter
 	latency     *prometheus.HistogramVec
 	byKey       [128]prometheus.Observer
 	produceHold prometheus.Histogram
@@ -44,6 +45,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		cutThrough: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kmigrate_client_bytes_cut_through_total", Help: "Answer body bytes moved from an upstream socket straight to a client's without being read into memory (fetch answers needing no rewrite).",
 		}),
+		streamedIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kmigrate_upstream_bytes_cut_through_total", Help: "Produce body bytes moved from a client's socket straight to an upstream broker's without being read into memory (produces whose route their first topic decides).",
+		}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "kmigrate_request_duration_seconds",
 			Help:    "Time from reading a client request to writing its response, per API and upstream cluster.",
@@ -69,7 +73,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Client authentications at the proxy by mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, TLS for client certificates; none: a request before any SaslHandshake; unsupported: a mechanism not offered) and result (success, failure).",
 		}, []string{"mechanism", "result"}),
 	}
-	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.cutThrough, m.latency, m.produceHold, m.bufferedBytes, m.refusedConns, m.reauth, m.clientAuths)
+	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.cutThrough, m.streamedIn, m.latency, m.produceHold, m.bufferedBytes, m.refusedConns, m.reauth, m.clientAuths)
 	for key := range m.byKey {
 		if name := kmsg.NameForKey(int16(key)); name != "Unknown" {
 			m.byKey[key] = m.latency.WithLabelValues(name, "source")

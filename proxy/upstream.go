@@ -192,6 +192,9 @@ type outgoing struct {
 	hdr   []byte
 	parts [][]byte // the body, in order
 	n     int      // bytes in parts
+	// stream, when set, is the body instead of parts: still in the
+	// client's socket (producestream.go).
+	stream *requestStream
 }
 
 // Send queues one request and returns its call, or nil when the request
@@ -257,6 +260,59 @@ func (bc *brokerConn) SendParts(key, version int16, header []byte, parts [][]byt
 	return c, nil
 }
 
+// SendStream is Send with a body that is still in the client's socket
+// (requestStream). It returns once the writer moved the body, or failed
+// to: the caller reads the client's next request only then. taken is
+// false when the body was never touched (the connection closed before its
+// turn came); the caller then still has the whole request to read.
+func (bc *brokerConn) SendStream(ctx context.Context, key, version int16, header []byte, s *requestStream, expectResponse bool) (c *call, taken bool, err error) {
+	bc.writeMu.Lock()
+	select {
+	case <-bc.closed:
+		bc.writeMu.Unlock()
+		return nil, false, bc.err
+	default:
+	}
+	bc.nextCorr++
+	c = &call{key: key, version: version, corr: bc.nextCorr, done: make(chan struct{})}
+	o := outgoing{key: key, hdr: protocol.WithCorrelationID(header, c.corr), stream: s}
+	n := int64(len(o.hdr)) + s.n
+	o.size[0], o.size[1], o.size[2], o.size[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	if expectResponse {
+		bc.inflight.Add(1)
+		select {
+		case bc.pending <- c:
+		case <-bc.closed:
+			bc.writeMu.Unlock()
+			return nil, false, bc.err
+		}
+	}
+	bc.unsent.Add(1)
+	select {
+	case bc.out <- o:
+	case <-bc.closed:
+		bc.writeMu.Unlock()
+		return nil, false, bc.err
+	}
+	bc.writeMu.Unlock()
+	if !expectResponse {
+		c = nil
+	}
+	select {
+	case err = <-s.done:
+		return c, true, err
+	case <-bc.closed:
+	case <-ctx.Done():
+	}
+	if s.state.CompareAndSwap(streamQueued, streamWithdrawn) {
+		// Its call sits in pending but the request will never be
+		// written: the connection cannot be used after it.
+		bc.close(errors.New("client connection closed before its produce was forwarded"))
+		return nil, false, bc.err
+	}
+	return c, true, <-s.done
+}
+
 // inlineWriteMax is the largest request Send writes itself when nothing
 // is queued.
 const inlineWriteMax = 64 << 10
@@ -288,7 +344,15 @@ func (bc *brokerConn) write(o outgoing, flush bool) error {
 	defer bc.wmu.Unlock()
 	bc.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	var err error
-	if o.n >= bc.bw.Size() {
+	if o.stream != nil {
+		if !o.stream.state.CompareAndSwap(streamQueued, streamTaken) {
+			return nil // withdrawn; the connection is closing
+		}
+		if err = bc.bw.Flush(); err == nil {
+			err = o.stream.moveTo(bc.conn, net.Buffers{o.size[:], o.hdr})
+		}
+		o.stream.done <- err
+	} else if o.n >= bc.bw.Size() {
 		// A large body (a produce) goes from the client's frame to the
 		// socket in one writev with its size and header; through the
 		// buffer, its first 64 KiB would be copied once more.

@@ -1,0 +1,274 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/kmigrate/kmigrate/protocol"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// tcpPair returns both ends of a loopback TCP connection: what a client
+// writes to the first, the proxy reads from the second.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// fakeBroker accepts one connection and hands it to serve.
+func fakeBroker(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		serve(conn)
+	}()
+	return ln.Addr().String()
+}
+
+// streamFrom sets up a client that writes frame (size prefix already
+// read, as the proxy's reader has when it decides to stream) and the
+// requestStream over the proxy's end.
+func streamFrom(t *testing.T, frame []byte, hlen int, sendAll bool) (*requestStream, *bufio.Reader, net.Conn) {
+	t.Helper()
+	client, server := tcpPair(t)
+	go func() {
+		if sendAll {
+			client.Write(frame)
+		} else {
+			client.Write(frame[:len(frame)/2])
+			client.Close()
+		}
+	}()
+	br := bufio.NewReaderSize(server, 64<<10)
+	if _, err := br.Peek(hlen); err != nil {
+		t.Fatal(err)
+	}
+	return &requestStream{src: br, conn: server, skip: hlen, n: int64(len(frame) - hlen), done: make(chan error, 1)}, br, client
+}
+
+func testFrame(t *testing.T, bodyLen int) (frame []byte, hlen int) {
+	hdr := protocol.AppendRequestHeader(nil, 0, 9, 41, "stream-test")
+	body := make([]byte, bodyLen)
+	rand.Read(body)
+	return append(hdr, body...), len(hdr)
+}
+
+// The broker receives exactly the client's frame, its correlation id
+// replaced by the upstream connection's, whether the body was partly in the
+// reader's buffer or all in the socket.
+func TestSendStreamMovesTheFrameIntact(t *testing.T) {
+	frame, hlen := testFrame(t, 3<<20+17)
+	got := make(chan []byte, 1)
+	addr := fakeBroker(t, func(conn net.Conn) {
+		f, err := protocol.ReadFrame(conn, 64<<20)
+		if err != nil {
+			t.Errorf("broker read: %v", err)
+		}
+		got <- f
+		// Answer, so the call completes: correlation id and a body.
+		conn.Write(protocol.AppendFrame(nil, append(append([]byte{}, f[4:8]...), 0)))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	bc, err := dialBroker(ctx, &Upstream{Name: "source"}, addr, 8, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.close(errors.New("test over"))
+	s, br, _ := streamFrom(t, frame, hlen, true)
+	cl, taken, err := bc.SendStream(ctx, 0, 9, frame[:hlen], s, true)
+	if !taken || err != nil {
+		t.Fatalf("taken %v, err %v", taken, err)
+	}
+	if br.Buffered() != 0 {
+		t.Fatalf("%d bytes left in the client's reader: it is out of step with the client", br.Buffered())
+	}
+	f := <-got
+	want := append([]byte{}, frame...)
+	copy(want[4:8], f[4:8]) // the upstream connection's correlation id
+	if corr := binary.BigEndian.Uint32(f[4:8]); corr != uint32(cl.corr) {
+		t.Fatalf("broker saw correlation id %d, the call waits for %d", corr, cl.corr)
+	}
+	if !bytes.Equal(f, want) {
+		t.Fatalf("broker got %d bytes that differ from the client's %d", len(f), len(want))
+	}
+	if _, err := cl.wait(ctx); err != nil {
+		t.Fatalf("answer: %v", err)
+	}
+}
+
+// A broker that dies halfway through the body, or a client that does,
+// fails the stream and the call and closes the upstream connection, which
+// holds half a request; neither waits for a deadline.
+func TestSendStreamBrokenMidBody(t *testing.T) {
+	for _, side := range []string{"broker", "client"} {
+		t.Run(side+" dies", func(t *testing.T) {
+			frame, hlen := testFrame(t, 8<<20)
+			addr := fakeBroker(t, func(conn net.Conn) {
+				if side == "broker" {
+					io.CopyN(io.Discard, conn, 1<<20)
+					return
+				}
+				io.Copy(io.Discard, conn)
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			bc, err := dialBroker(ctx, &Upstream{Name: "source"}, addr, 8, 64<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer bc.close(errors.New("test over"))
+			s, _, _ := streamFrom(t, frame, hlen, side == "broker")
+			cl, taken, err := bc.SendStream(ctx, 0, 9, frame[:hlen], s, true)
+			if !taken || err == nil || ctx.Err() != nil {
+				t.Fatalf("taken %v, err %v (deadline: %v): want the broken stream's error", taken, err, ctx.Err())
+			}
+			if !bc.isClosed() {
+				t.Fatal("the upstream connection stays open with half a request written")
+			}
+			if _, werr := cl.wait(ctx); werr == nil {
+				t.Fatal("the call of a request never written whole succeeded")
+			}
+			t.Logf("stream failed: %v", err)
+		})
+	}
+}
+
+// A stream whose connection closes before its turn is withdrawn: nothing
+// of it was read, so the caller can still read the request whole.
+func TestSendStreamWithdrawnUntouched(t *testing.T) {
+	release := make(chan struct{})
+	addr := fakeBroker(t, func(net.Conn) { <-release }) // reads nothing
+	defer close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	bc, err := dialBroker(ctx, &Upstream{Name: "source"}, addr, 8, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A request larger than the socket buffers keeps the writer busy.
+	if _, err := bc.Send(0, 9, protocol.AppendRequestHeader(nil, 0, 9, 1, "x"), make([]byte, 32<<20), true); err != nil {
+		t.Fatal(err)
+	}
+	frame, hlen := testFrame(t, 1<<20)
+	s, br, _ := streamFrom(t, frame, hlen, true)
+	buffered := br.Buffered()
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		bc.close(errors.New("broker gone"))
+	}()
+	_, taken, err := bc.SendStream(ctx, 0, 9, frame[:hlen], s, true)
+	if taken || err == nil {
+		t.Fatalf("taken %v, err %v: want withdrawn with the connection's error", taken, err)
+	}
+	if br.Buffered() != buffered {
+		t.Fatalf("withdrawn stream consumed %d buffered bytes", buffered-br.Buffered())
+	}
+	rest, err := io.ReadAll(io.LimitReader(br, int64(len(frame))))
+	if err != nil || !bytes.Equal(rest, frame) {
+		t.Fatalf("the frame is not whole in the reader after a withdrawal (%d bytes, err %v)", len(rest), err)
+	}
+}
+
+// Through the proxy, produces whose route their head decides are
+// streamed and land record for record; produces that must be split are
+// not streamed.
+func TestProduceCutThrough(t *testing.T) {
+	cases := []struct {
+		name          string
+		brokers       int
+		partitions    int32
+		wantStreaming bool
+	}{
+		{"one broker, six partitions", 1, 6, true},
+		{"three brokers, one partition", 3, 1, true},
+		{"three brokers, six partitions", 3, 6, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fake, err := kfake.NewCluster(kfake.NumBrokers(tc.brokers), kfake.SeedTopics(tc.partitions, "t"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fake.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			p, err := Start(ctx, Config{Listen: "127.0.0.1:0", NodeID: 7, Source: Upstream{Bootstrap: fake.ListenAddrs()}, Metrics: NewMetrics(nil)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			cl, err := kgo.NewClient(kgo.SeedBrokers(p.Addr()), kgo.DefaultProduceTopic("t"),
+				kgo.ProducerLinger(20*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.RequiredAcks(kgo.AllISRAcks()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			const n = 4000
+			var sent []*kgo.Record
+			for i := range n {
+				v := make([]byte, 1024)
+				rand.Read(v)
+				r := &kgo.Record{Key: []byte(fmt.Sprint(i % 24)), Value: v, Headers: []kgo.RecordHeader{{Key: "i", Value: []byte(fmt.Sprint(i))}}}
+				sent = append(sent, r)
+				cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+					if err != nil {
+						t.Errorf("produce: %v", err)
+					}
+				})
+			}
+			if err := cl.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			got := readAll(t, ctx, fake.ListenAddrs()[0], n)
+			assertSameRecords(t, sent, got)
+			streamed := testutil.ToFloat64(p.metrics.streamedIn)
+			if tc.wantStreaming && streamed < n*1024/2 {
+				t.Fatalf("%.0f bytes streamed of %d KiB produced: the produces whose route is known went store and forward", streamed, n)
+			}
+			if !tc.wantStreaming && streamed != 0 {
+				t.Fatalf("%.0f bytes streamed, though the topic's partitions have several leaders", streamed)
+			}
+			t.Logf("%.0f of %.0f bytes in streamed", streamed, testutil.ToFloat64(p.metrics.bytesIn))
+		})
+	}
+}
