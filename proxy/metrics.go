@@ -46,7 +46,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kmigrate_client_bytes_cut_through_total", Help: "Answer body bytes moved from an upstream socket straight to a client's without being read into memory (fetch answers needing no rewrite).",
 		}),
 		streamedIn: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "kmigrate_upstream_bytes_cut_through_total", Help: "Produce body bytes moved from a client's socket straight to an upstream broker's without being read into memory (produces whose route their first topic decides).",
+			Name: "kmigrate_client_bytes_in_cut_through_total", Help: "Produce body bytes moved from a client's socket straight to an upstream broker's without being read into memory (produces whose route their head decides).",
 		}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "kmigrate_request_duration_seconds",

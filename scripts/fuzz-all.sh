@@ -10,6 +10,7 @@ targets=(
   "./protocol FuzzReadFrame"
   "./protocol FuzzParseRequest"
   "./protocol FuzzOffsetSpan"
+  "./protocol FuzzParseProduceHead"
   "./proxy FuzzRewriteResponses"
   "./proxy FuzzSplitProduce"
   "./proxy FuzzClientSASL"

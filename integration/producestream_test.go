@@ -1,0 +1,149 @@
+//go:build !direct
+
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kmigrate/kmigrate/internal/kafkatest"
+	"github.com/kmigrate/kmigrate/proxy"
+)
+
+// TestProduceCutThroughRealClients: in front of the one-broker cluster
+// every produce's route is known from its head, so large produces are cut
+// through (their bodies spliced from the client's socket to the broker's).
+// The Java client (ConsoleProducer), franz-go and librdkafka (kcat) produce
+// records of 2 KiB in batches of up to 256 KiB through the proxy; the topic, read directly,
+// must hold every record once, in order, byte for byte, and the proxy must
+// have streamed most of the bytes.
+func TestProduceCutThroughRealClients(t *testing.T) {
+	c := cluster(t)
+	reg := prometheus.NewRegistry()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	p, err := proxy.Start(ctx, proxy.Config{
+		Listen:  "127.0.0.1:0",
+		Source:  proxy.Upstream{Name: "source", Bootstrap: []string{c.Bootstrap()}},
+		Metrics: proxy.NewMetrics(reg),
+	})
+	cancel()
+	if err != nil {
+		t.Fatalf("start proxy: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	streamed := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "kmigrate_client_bytes_in_cut_through_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		t.Fatal("the proxy does not export kmigrate_client_bytes_in_cut_through_total")
+		return 0
+	}
+	const n = 3000
+	const valueBytes = 2048
+	records := func(tag string) []Record {
+		out := consoleRecords(n)
+		for i := range out {
+			v := fmt.Sprintf("%s-%05d|", tag, i)
+			out[i].Value = []byte(v + strings.Repeat(string(rune('a'+i%26)), valueBytes-len(v)))
+		}
+		return out
+	}
+	check := func(t *testing.T, topic string, produced []Record, before float64) {
+		t.Helper()
+		log := readTopic(t, c, topic)
+		assertClean(t, "produced through the proxy vs direct read of the topic", Compare(produced, log))
+		moved := streamed() - before
+		if moved < n*valueBytes/2 {
+			t.Fatalf("%.0f bytes cut through of about %d produced: the produces went store and forward", moved, n*valueBytes)
+		}
+		t.Logf("%d records landed exactly; %.1f MB of produce bodies cut through", len(log), moved/1e6)
+	}
+
+	t.Run("java ConsoleProducer", func(t *testing.T) {
+		topic := uniqueName(t, "topic")
+		createTopic(t, c, topic, 3)
+		input := records("java")
+		before := streamed()
+		ctx := testCtx(t, 2*time.Minute)
+		_, stderr, err := kafkatest.ToolStdin(ctx, bytes.NewReader(consoleLines(input)), kafkatest.MainConsoleProducer,
+			"--bootstrap-server", p.Addr(), "--topic", topic,
+			"--property", "parse.key=true",
+			"--property", "parse.headers=true",
+			"--property", "null.marker="+consoleNull,
+			"--producer-property", "acks=all",
+			"--producer-property", "linger.ms=50",
+			"--producer-property", "batch.size=262144",
+			"--request-timeout-ms", "30000",
+			"--message-send-max-retries", "2147483647",
+		)
+		if err != nil {
+			t.Fatalf("ConsoleProducer: %v", err)
+		}
+		if strings.Contains(stderr, "Error when sending message") {
+			t.Fatalf("ConsoleProducer reported send errors:\n%s", stderr)
+		}
+		check(t, topic, input, before)
+	})
+
+	t.Run("franz-go idempotent", func(t *testing.T) {
+		topic := uniqueName(t, "topic")
+		createTopic(t, c, topic, 3)
+		ctx := testCtx(t, 2*time.Minute)
+		cl, err := kgo.NewClient(kgo.SeedBrokers(p.Addr()), kgo.DefaultProduceTopic(topic),
+			kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(50*time.Millisecond), kgo.ProducerBatchMaxBytes(256<<10),
+			kgo.ProducerBatchCompression(kgo.NoCompression())) // the values are letters: snappy would leave little to stream
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		var recs []*kgo.Record
+		for i := range n {
+			r := franzRecord(i, "franz")
+			v := fmt.Sprintf("franz-%05d|", i)
+			r.Value = []byte(v + strings.Repeat(string(rune('a'+i%26)), valueBytes-len(v)))
+			recs = append(recs, r)
+		}
+		before := streamed()
+		produced := produceAll(t, ctx, cl, recs)
+		check(t, topic, produced, before)
+	})
+
+	t.Run("librdkafka kcat", func(t *testing.T) {
+		kcat, err := kafkatest.Kcat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		topic := uniqueName(t, "topic")
+		createTopic(t, c, topic, 3)
+		var lines []string
+		var input []Record
+		for i := range n {
+			key := fmt.Sprintf("key-%d", i%89)
+			v := fmt.Sprintf("kcat-%05d|", i)
+			v += strings.Repeat(string(rune('a'+i%26)), valueBytes-len(v))
+			lines = append(lines, key+":"+v)
+			input = append(input, Record{Partition: -1, Offset: -1, Key: []byte(key), Value: []byte(v), Headers: []Header{{"tool", []byte("kcat")}}})
+		}
+		before := streamed()
+		ctx := testCtx(t, 2*time.Minute)
+		_, stderr := runKcat(t, ctx, kcat, []byte(strings.Join(lines, "\n")+"\n"), "-b", p.Addr(), "-P", "-t", topic, "-K:", "-H", "tool=kcat",
+			"-X", "enable.idempotence=true", "-X", "acks=all", "-X", "linger.ms=50", "-X", "batch.size=262144")
+		if strings.Contains(stderr, "Delivery failed") || strings.Contains(stderr, "% ERROR") {
+			t.Fatalf("kcat -P reported errors:\n%s", tail(stderr, 3000))
+		}
+		check(t, topic, input, before)
+	})
+}
