@@ -162,6 +162,36 @@ func parseConsoleOutput(topic, out string) ([]Record, error) {
 // them through the bootstrap, byte-identical (key, value, headers with their
 // order, nulls) with the same partition, offset and CreateTime, in order, and
 // commits the end offsets.
+// consoleProduce runs ConsoleProducer (the Java client) with acks=all and
+// producerProps on input, failing t if it reports any send error.
+func consoleProduce(t *testing.T, boot, topic string, input []Record, producerProps ...string) {
+	t.Helper()
+	args := []string{"--bootstrap-server", boot, "--topic", topic,
+		"--property", "parse.key=true",
+		"--property", "parse.headers=true",
+		"--property", "null.marker=" + consoleNull,
+		"--producer-property", "acks=all",
+		// The tool's own defaults (1.5s request timeout, 3 retries) are far
+		// below the Java producer's (30s, retry until delivery.timeout.ms)
+		// and drop records on a loaded machine; use the producer's.
+		"--request-timeout-ms", "30000",
+		"--message-send-max-retries", "2147483647",
+	}
+	for _, prop := range producerProps {
+		args = append(args, "--producer-property", prop)
+	}
+	ctx := testCtx(t, 2*time.Minute)
+	_, stderr, err := kafkatest.ToolStdin(ctx, bytes.NewReader(consoleLines(input)), kafkatest.MainConsoleProducer, args...)
+	if err != nil {
+		t.Fatalf("ConsoleProducer: %v", err)
+	}
+	// Send failures do not change the exit code: the producer's callback
+	// only logs them.
+	if strings.Contains(stderr, "Error when sending message") {
+		t.Fatalf("ConsoleProducer reported send errors:\n%s", stderr)
+	}
+}
+
 func TestConsoleProducerConsumer(t *testing.T) {
 	c := cluster(t)
 	boot := bootstrap(t, c)
@@ -171,28 +201,7 @@ func TestConsoleProducerConsumer(t *testing.T) {
 
 	input := consoleRecords(n)
 	began := time.Now()
-	ctx := testCtx(t, 2*time.Minute)
-	_, stderr, err := kafkatest.ToolStdin(ctx, bytes.NewReader(consoleLines(input)), kafkatest.MainConsoleProducer,
-		"--bootstrap-server", boot, "--topic", topic,
-		"--property", "parse.key=true",
-		"--property", "parse.headers=true",
-		"--property", "null.marker="+consoleNull,
-		"--producer-property", "acks=all",
-		"--producer-property", "linger.ms=5",
-		// The tool's own defaults (1.5s request timeout, 3 retries) are far
-		// below the Java producer's (30s, retry until delivery.timeout.ms)
-		// and drop records on a loaded machine; use the producer's.
-		"--request-timeout-ms", "30000",
-		"--message-send-max-retries", "2147483647",
-	)
-	if err != nil {
-		t.Fatalf("ConsoleProducer: %v", err)
-	}
-	// Send failures do not change the exit code: the producer's callback
-	// only logs them.
-	if strings.Contains(stderr, "Error when sending message") {
-		t.Fatalf("ConsoleProducer reported send errors:\n%s", stderr)
-	}
+	consoleProduce(t, boot, topic, input, "linger.ms=5")
 	ended := time.Now()
 
 	log := readTopic(t, c, topic)

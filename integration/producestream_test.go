@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -77,24 +76,7 @@ func TestProduceCutThroughRealClients(t *testing.T) {
 		createTopic(t, c, topic, 3)
 		input := records("java")
 		before := streamed()
-		ctx := testCtx(t, 2*time.Minute)
-		_, stderr, err := kafkatest.ToolStdin(ctx, bytes.NewReader(consoleLines(input)), kafkatest.MainConsoleProducer,
-			"--bootstrap-server", p.Addr(), "--topic", topic,
-			"--property", "parse.key=true",
-			"--property", "parse.headers=true",
-			"--property", "null.marker="+consoleNull,
-			"--producer-property", "acks=all",
-			"--producer-property", "linger.ms=50",
-			"--producer-property", "batch.size=262144",
-			"--request-timeout-ms", "30000",
-			"--message-send-max-retries", "2147483647",
-		)
-		if err != nil {
-			t.Fatalf("ConsoleProducer: %v", err)
-		}
-		if strings.Contains(stderr, "Error when sending message") {
-			t.Fatalf("ConsoleProducer reported send errors:\n%s", stderr)
-		}
+		consoleProduce(t, p.Addr(), topic, input, "linger.ms=50", "batch.size=262144")
 		check(t, topic, input, before)
 	})
 

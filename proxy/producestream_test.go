@@ -45,8 +45,9 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	return client, server
 }
 
-// fakeBroker accepts one connection and hands it to serve.
-func fakeBroker(t *testing.T, serve func(net.Conn)) string {
+// fakeBroker accepts one connection and hands it to serve; it returns the
+// proxy's upstream connection to it and a context bounding the test.
+func fakeBroker(t *testing.T, serve func(net.Conn)) (*brokerConn, context.Context) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -61,7 +62,14 @@ func fakeBroker(t *testing.T, serve func(net.Conn)) string {
 		defer conn.Close()
 		serve(conn)
 	}()
-	return ln.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	bc, err := dialBroker(ctx, &Upstream{Name: "source"}, ln.Addr().String(), 8, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bc.close(errors.New("test over")) })
+	return bc, ctx
 }
 
 // streamFrom sets up a client that writes frame (size prefix already
@@ -98,7 +106,7 @@ func testFrame(t *testing.T, bodyLen int) (frame []byte, hlen int) {
 func TestSendStreamMovesTheFrameIntact(t *testing.T) {
 	frame, hlen := testFrame(t, 3<<20+17)
 	got := make(chan []byte, 1)
-	addr := fakeBroker(t, func(conn net.Conn) {
+	bc, ctx := fakeBroker(t, func(conn net.Conn) {
 		f, err := protocol.ReadFrame(conn, 64<<20)
 		if err != nil {
 			t.Errorf("broker read: %v", err)
@@ -107,13 +115,6 @@ func TestSendStreamMovesTheFrameIntact(t *testing.T) {
 		// Answer, so the call completes: correlation id and a body.
 		conn.Write(protocol.AppendFrame(nil, append(append([]byte{}, f[4:8]...), 0)))
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	bc, err := dialBroker(ctx, &Upstream{Name: "source"}, addr, 8, 64<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bc.close(errors.New("test over"))
 	s, br, _ := streamFrom(t, frame, hlen, true)
 	cl, taken, err := bc.SendStream(ctx, 0, 9, frame[:hlen], s, true)
 	if !taken || err != nil {
@@ -143,20 +144,13 @@ func TestSendStreamBrokenMidBody(t *testing.T) {
 	for _, side := range []string{"broker", "client"} {
 		t.Run(side+" dies", func(t *testing.T) {
 			frame, hlen := testFrame(t, 8<<20)
-			addr := fakeBroker(t, func(conn net.Conn) {
+			bc, ctx := fakeBroker(t, func(conn net.Conn) {
 				if side == "broker" {
 					io.CopyN(io.Discard, conn, 1<<20)
 					return
 				}
 				io.Copy(io.Discard, conn)
 			})
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			bc, err := dialBroker(ctx, &Upstream{Name: "source"}, addr, 8, 64<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer bc.close(errors.New("test over"))
 			s, _, _ := streamFrom(t, frame, hlen, side == "broker")
 			cl, taken, err := bc.SendStream(ctx, 0, 9, frame[:hlen], s, true)
 			if !taken || err == nil || ctx.Err() != nil {
@@ -177,14 +171,8 @@ func TestSendStreamBrokenMidBody(t *testing.T) {
 // of it was read, so the caller can still read the request whole.
 func TestSendStreamWithdrawnUntouched(t *testing.T) {
 	release := make(chan struct{})
-	addr := fakeBroker(t, func(net.Conn) { <-release }) // reads nothing
+	bc, ctx := fakeBroker(t, func(net.Conn) { <-release }) // reads nothing
 	defer close(release)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	bc, err := dialBroker(ctx, &Upstream{Name: "source"}, addr, 8, 64<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A request larger than the socket buffers keeps the writer busy.
 	if _, err := bc.Send(0, 9, protocol.AppendRequestHeader(nil, 0, 9, 1, "x"), make([]byte, 32<<20), true); err != nil {
 		t.Fatal(err)

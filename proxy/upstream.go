@@ -213,49 +213,13 @@ func (bc *brokerConn) Send(key, version int16, header, body []byte, expectRespon
 // SendParts is Send with a body in parts (a split produce whose batches are
 // slices of the client's frame, protocol.ProduceParts), written in order.
 func (bc *brokerConn) SendParts(key, version int16, header []byte, parts [][]byte, expectResponse bool) (*call, error) {
-	bc.writeMu.Lock()
-	defer bc.writeMu.Unlock()
-	select {
-	case <-bc.closed:
-		return nil, bc.err
-	default:
-	}
-	bc.nextCorr++
-	c := &call{key: key, version: version, corr: bc.nextCorr, done: make(chan struct{})}
-	o := outgoing{key: key, hdr: protocol.WithCorrelationID(header, c.corr), parts: parts}
+	o := outgoing{parts: parts}
 	for _, p := range parts {
 		o.n += len(p)
 	}
-	n := len(o.hdr) + o.n
-	o.size[0], o.size[1], o.size[2], o.size[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
-	// Enqueue the call before the request: the reader may see the
-	// response before Send returns.
-	if expectResponse {
-		bc.inflight.Add(1)
-		select {
-		case bc.pending <- c:
-		case <-bc.closed:
-			return nil, bc.err
-		}
-	}
-	if n < inlineWriteMax && bc.unsent.Load() == 0 {
-		// Nothing queued ahead: a small request is written at once,
-		// sparing the hand-off to writeLoop (a goroutine wake-up, in
-		// the latency of every small produce). It fits the socket
-		// buffer, so the write does not wait for the broker.
-		if err := bc.write(o, true); err != nil {
-			return nil, err
-		}
-	} else {
-		bc.unsent.Add(1)
-		select {
-		case bc.out <- o:
-		case <-bc.closed:
-			return nil, bc.err
-		}
-	}
-	if !expectResponse {
-		return nil, nil
+	c, err := bc.enqueue(key, version, header, o, int64(o.n), expectResponse)
+	if err != nil || !expectResponse {
+		return nil, err
 	}
 	return c, nil
 }
@@ -266,35 +230,10 @@ func (bc *brokerConn) SendParts(key, version int16, header []byte, parts [][]byt
 // false when the body was never touched (the connection closed before its
 // turn came); the caller then still has the whole request to read.
 func (bc *brokerConn) SendStream(ctx context.Context, key, version int16, header []byte, s *requestStream, expectResponse bool) (c *call, taken bool, err error) {
-	bc.writeMu.Lock()
-	select {
-	case <-bc.closed:
-		bc.writeMu.Unlock()
-		return nil, false, bc.err
-	default:
+	c, err = bc.enqueue(key, version, header, outgoing{stream: s}, s.n, expectResponse)
+	if err != nil {
+		return nil, false, err
 	}
-	bc.nextCorr++
-	c = &call{key: key, version: version, corr: bc.nextCorr, done: make(chan struct{})}
-	o := outgoing{key: key, hdr: protocol.WithCorrelationID(header, c.corr), stream: s}
-	n := int64(len(o.hdr)) + s.n
-	o.size[0], o.size[1], o.size[2], o.size[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
-	if expectResponse {
-		bc.inflight.Add(1)
-		select {
-		case bc.pending <- c:
-		case <-bc.closed:
-			bc.writeMu.Unlock()
-			return nil, false, bc.err
-		}
-	}
-	bc.unsent.Add(1)
-	select {
-	case bc.out <- o:
-	case <-bc.closed:
-		bc.writeMu.Unlock()
-		return nil, false, bc.err
-	}
-	bc.writeMu.Unlock()
 	if !expectResponse {
 		c = nil
 	}
@@ -311,6 +250,52 @@ func (bc *brokerConn) SendStream(ctx context.Context, key, version int16, header
 		return nil, false, bc.err
 	}
 	return c, true, <-s.done
+}
+
+// enqueue numbers a request of bodyLen body bytes with this connection's
+// next correlation id and queues it for the writer, and its call for the
+// reader when an answer is expected: both under writeMu, so requests and
+// calls queue in the same order.
+func (bc *brokerConn) enqueue(key, version int16, header []byte, o outgoing, bodyLen int64, expectResponse bool) (*call, error) {
+	bc.writeMu.Lock()
+	defer bc.writeMu.Unlock()
+	select {
+	case <-bc.closed:
+		return nil, bc.err
+	default:
+	}
+	bc.nextCorr++
+	c := &call{key: key, version: version, corr: bc.nextCorr, done: make(chan struct{})}
+	o.key, o.hdr = key, protocol.WithCorrelationID(header, c.corr)
+	n := int64(len(o.hdr)) + bodyLen
+	binary.BigEndian.PutUint32(o.size[:], uint32(n))
+	// Enqueue the call before the request: the reader may see the
+	// response before Send returns.
+	if expectResponse {
+		bc.inflight.Add(1)
+		select {
+		case bc.pending <- c:
+		case <-bc.closed:
+			return nil, bc.err
+		}
+	}
+	if o.stream == nil && n < inlineWriteMax && bc.unsent.Load() == 0 {
+		// Nothing queued ahead: a small request is written at once,
+		// sparing the hand-off to writeLoop (a goroutine wake-up, in
+		// the latency of every small produce). It fits the socket
+		// buffer, so the write does not wait for the broker.
+		if err := bc.write(o, true); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	bc.unsent.Add(1)
+	select {
+	case bc.out <- o:
+		return c, nil
+	case <-bc.closed:
+		return nil, bc.err
+	}
 }
 
 // inlineWriteMax is the largest request Send writes itself when nothing
