@@ -30,7 +30,7 @@ test: deps vet
 FAULTS_DIR         ?= $(or $(TMPDIR),/tmp)/kmigrate-faults
 # TestFault matches every TestFault* test (TestFaultSourceBrokerKilled,
 # TestFaultTargetBrokerKilled, TestFaultControlPlaneDuringFlips, ...).
-FAULTS_INTEGRATION := TestBrokerRestart|TestTopicFlipNodeKilledMidFlip|TestTopicFlipRetriedBatch|TestMigrationFranzGo|TestTopicCutoverTwoNodes|TestFault
+FAULTS_INTEGRATION := TestBrokerRestart|TestTopicFlipNodeKilledMidFlip|TestTopicFlipRetriedBatch|TestMigrationFranzGo|TestTopicCutoverTwoNodes|TestFault|TestProduceCutThroughRealClients
 FAULTS_MIRROR      := TestKill9WhileMirroring|TestTargetOutage|TestWriterMovesAfterKill9
 test-faults: deps
 	@rm -rf $(FAULTS_DIR) && mkdir -p $(FAULTS_DIR)
