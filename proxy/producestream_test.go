@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -205,11 +206,13 @@ func TestProduceCutThrough(t *testing.T) {
 		name          string
 		brokers       int
 		partitions    int32
+		clientTLS     bool // a TLS client socket: copied through the TLS reader, not spliced
 		wantStreaming bool
 	}{
-		{"one broker, six partitions", 1, 6, true},
-		{"three brokers, one partition", 3, 1, true},
-		{"three brokers, six partitions", 3, 6, false},
+		{"one broker, six partitions", 1, 6, false, true},
+		{"one broker, client TLS", 1, 6, true, true},
+		{"three brokers, one partition", 3, 1, false, true},
+		{"three brokers, six partitions", 3, 6, false, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -220,13 +223,20 @@ func TestProduceCutThrough(t *testing.T) {
 			defer fake.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			p, err := Start(ctx, Config{Listen: "127.0.0.1:0", NodeID: 7, Source: Upstream{Bootstrap: fake.ListenAddrs()}, Metrics: NewMetrics(nil)})
+			cfg := Config{Listen: "127.0.0.1:0", NodeID: 7, Source: Upstream{Bootstrap: fake.ListenAddrs()}, Metrics: NewMetrics(nil)}
+			opts := []kgo.Opt{kgo.DefaultProduceTopic("t"),
+				kgo.ProducerLinger(20 * time.Millisecond), kgo.ProducerBatchMaxBytes(1 << 20), kgo.RequiredAcks(kgo.AllISRAcks())}
+			if tc.clientTLS {
+				cert, pool := selfSigned(t)
+				cfg.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+				opts = append(opts, kgo.DialTLSConfig(&tls.Config{RootCAs: pool}))
+			}
+			p, err := Start(ctx, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer p.Close()
-			cl, err := kgo.NewClient(kgo.SeedBrokers(p.Addr()), kgo.DefaultProduceTopic("t"),
-				kgo.ProducerLinger(20*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.RequiredAcks(kgo.AllISRAcks()))
+			cl, err := kgo.NewClient(append(opts, kgo.SeedBrokers(p.Addr()))...)
 			if err != nil {
 				t.Fatal(err)
 			}
