@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -207,12 +209,14 @@ func TestProduceCutThrough(t *testing.T) {
 		brokers       int
 		partitions    int32
 		clientTLS     bool // a TLS client socket: copied through the TLS reader, not spliced
+		acksZero      bool // no answers: the next answer on the wire must be the next request's
 		wantStreaming bool
 	}{
-		{"one broker, six partitions", 1, 6, false, true},
-		{"one broker, client TLS", 1, 6, true, true},
-		{"three brokers, one partition", 3, 1, false, true},
-		{"three brokers, six partitions", 3, 6, false, false},
+		{"one broker, six partitions", 1, 6, false, false, true},
+		{"one broker, client TLS", 1, 6, true, false, true},
+		{"one broker, acks=0", 1, 6, false, true, true},
+		{"three brokers, one partition", 3, 1, false, false, true},
+		{"three brokers, six partitions", 3, 6, false, false, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -230,6 +234,9 @@ func TestProduceCutThrough(t *testing.T) {
 				cert, pool := selfSigned(t)
 				cfg.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 				opts = append(opts, kgo.DialTLSConfig(&tls.Config{RootCAs: pool}))
+			}
+			if tc.acksZero {
+				opts = append(opts, kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite())
 			}
 			p, err := Start(ctx, cfg)
 			if err != nil {
@@ -258,7 +265,11 @@ func TestProduceCutThrough(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := readAll(t, ctx, fake.ListenAddrs()[0], n)
-			assertSameRecords(t, sent, got)
+			if tc.acksZero {
+				assertSentInOrder(t, sent, got) // unacknowledged: kgo never learns their offsets
+			} else {
+				assertSameRecords(t, sent, got)
+			}
 			streamed := testutil.ToFloat64(p.metrics.streamedIn)
 			if tc.wantStreaming && streamed < n*1024/2 {
 				t.Fatalf("%.0f bytes streamed of %d KiB produced: the produces whose route is known went store and forward", streamed, n)
@@ -268,5 +279,38 @@ func TestProduceCutThrough(t *testing.T) {
 			}
 			t.Logf("%.0f of %.0f bytes in streamed", streamed, testutil.ToFloat64(p.metrics.bytesIn))
 		})
+	}
+}
+
+// assertSentInOrder checks that each partition's log (got) holds exactly the
+// records sent to it, in the order they were sent, byte for byte.
+func assertSentInOrder(t *testing.T, sent, got []*kgo.Record) {
+	t.Helper()
+	byPartition := func(rs []*kgo.Record, byOffset bool) map[int32][]*kgo.Record {
+		m := map[int32][]*kgo.Record{}
+		for _, r := range rs {
+			m[r.Partition] = append(m[r.Partition], r)
+		}
+		if byOffset {
+			for _, l := range m {
+				slices.SortFunc(l, func(a, b *kgo.Record) int { return cmp.Compare(a.Offset, b.Offset) })
+			}
+		}
+		return m
+	}
+	want, have := byPartition(sent, false), byPartition(got, true)
+	if len(got) != len(sent) {
+		t.Fatalf("%d records in the log, %d sent", len(got), len(sent))
+	}
+	for p, l := range want {
+		if len(have[p]) != len(l) {
+			t.Fatalf("partition %d: %d records in the log, %d sent", p, len(have[p]), len(l))
+		}
+		for i, r := range l {
+			g := have[p][i]
+			if !bytes.Equal(g.Key, r.Key) || !bytes.Equal(g.Value, r.Value) || fmt.Sprint(g.Headers) != fmt.Sprint(r.Headers) {
+				t.Fatalf("partition %d, record %d of the log differs from the one sent in that place", p, i)
+			}
+		}
 	}
 }
