@@ -89,6 +89,7 @@ func handleFetch(c *clientConn, r *protocol.Request) (finishFunc, error) {
 		if err != nil {
 			return nil, err
 		}
+		c.afterWrite = f.giveBack
 		return c.answerFetch(func(ctx context.Context) (*kmsg.FetchResponse, error) {
 			resps, err := c.awaitSubFetches(ctx, f, req, r.APIVersion)
 			if err != nil {

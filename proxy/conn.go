@@ -46,6 +46,9 @@ type pendingResponse struct {
 	// finishParts, when set, answers instead of finish (which gives the
 	// same answer in one buffer).
 	finishParts partsFunc
+	// afterWrite, when set, runs once the answer is written (gives
+	// pooled answer frames back).
+	afterWrite func()
 }
 
 // clientConn is one client connection. The reader goroutine parses requests
@@ -99,6 +102,9 @@ type clientConn struct {
 	// answerParts, set by a handler on the reader goroutine, answers the
 	// request in parts (answerFetch).
 	answerParts partsFunc
+	// afterWrite, set by a handler on the reader goroutine, runs on the
+	// writer once the request's answer is written.
+	afterWrite func()
 }
 
 // javaClient reports whether the client is Apache Kafka's Java client.
@@ -266,9 +272,9 @@ func (c *clientConn) readLoop() error {
 		if pr.reserved, err = c.reserve(c.ctx, &req, len(frame)); err != nil {
 			return err
 		}
-		c.streamable, c.streamMoved, c.answerParts = nil, nil, nil
+		c.streamable, c.streamMoved, c.answerParts, c.afterWrite = nil, nil, nil, nil
 		pr.finish, err = h(c, &req)
-		pr.streamable, pr.streamMoved, pr.finishParts = c.streamable, c.streamMoved, c.answerParts
+		pr.streamable, pr.streamMoved, pr.finishParts, pr.afterWrite = c.streamable, c.streamMoved, c.answerParts, c.afterWrite
 		if err != nil {
 			pr.finishParts = nil
 			if !isUpstreamError(err) {
@@ -370,6 +376,9 @@ func (c *clientConn) writeLoop() error {
 			return err
 		}
 		c.p.frames.put(pr.frame)
+		if pr.afterWrite != nil {
+			pr.afterWrite()
+		}
 		c.p.metrics.bytesOut.Add(float64(len(head) + n))
 		c.p.metrics.observe(pr.req.APIKey, time.Since(pr.start))
 	}

@@ -90,6 +90,20 @@ type splitFetch struct {
 	// routed (topic → the target); nil without a target.
 	servedAtSend map[string]bool
 	fm           *fetchMaps
+	// answered are the frames of the sub-answers the client's answer is
+	// made of: nothing refers to them once it is written (giveBack).
+	answered [][]byte
+}
+
+// giveBack returns the frames of the sub-answers to the pool, once the
+// client's answer is written. A call's answer goes into one client answer
+// at most: a sub-fetch is either answered here or left pending, and a
+// pending one is removed when the next fetch looks at it.
+func (f *splitFetch) giveBack() {
+	for _, frame := range f.answered {
+		answerFrames.put(frame)
+	}
+	f.answered = nil
 }
 
 // sendSubFetches sends a split fetch's sub-fetches, or takes over a pending
@@ -264,6 +278,7 @@ wait:
 		if resps[i], err = decodeResponse[kmsg.FetchResponse](body, version); err != nil {
 			return nil, err
 		}
+		f.answered = append(f.answered, calls[i].frame)
 		if f.order[i].cluster == c.p.target {
 			c.fetchToVirtual(resps[i], f.fm)
 		}

@@ -1,12 +1,18 @@
 package proxy
 
 import (
+	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kmigrate/kmigrate/offsetsync"
@@ -371,4 +377,44 @@ func TestFanoutTargetAnswersTranslated(t *testing.T) {
 	if f4.calls[1] != fresh {
 		t.Error("fetch 4 took over a target sub-fetch asking another offset")
 	}
+}
+
+// Fetch answers fanned out over three brokers are read into pooled frames
+// and given back once the client's answer is written: several clients
+// reading megabytes of random values at once must each get every record
+// byte for byte, which a frame reused while an answer still refers to it
+// would break.
+func TestFanoutAnswerFramesReused(t *testing.T) {
+	fake, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(6, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fake.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	direct, err := kgo.NewClient(kgo.SeedBrokers(fake.ListenAddrs()...), kgo.DefaultProduceTopic("t"), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	const n = 12000
+	for i := range n {
+		v := make([]byte, 1024)
+		rand.Read(v)
+		direct.Produce(ctx, &kgo.Record{Key: []byte(fmt.Sprint(i)), Value: v, Headers: []kgo.RecordHeader{{Key: "i", Value: []byte(fmt.Sprint(i))}}}, nil)
+	}
+	if err := direct.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Start(ctx, Config{Listen: "127.0.0.1:0", NodeID: 7, Source: Upstream{Bootstrap: fake.ListenAddrs()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	want := readAll(t, ctx, fake.ListenAddrs()[0], n)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { assertSameRecords(t, want, readAll(t, ctx, p.Addr(), n)) })
+	}
+	wg.Wait()
 }

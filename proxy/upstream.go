@@ -67,6 +67,7 @@ type call struct {
 	corr         int32
 	done         chan struct{}
 	body         []byte // response body, header stripped
+	frame        []byte // the whole answer frame body lies in (answerFrames)
 	err          error
 
 	// handover and stream let the client's writer take the body
@@ -404,7 +405,7 @@ func (bc *brokerConn) readLoop() {
 				continue
 			}
 		}
-		frame, err := protocol.ReadFrameBody(br, size)
+		frame, err := readAnswerFrame(br, c.key, size)
 		if err != nil {
 			fail(fmt.Errorf("read from %s: %w", bc.who, err))
 			return
@@ -419,12 +420,29 @@ func (bc *brokerConn) readLoop() {
 			fail(err)
 			return
 		}
-		c.body = frame[hlen:]
+		c.body, c.frame = frame[hlen:], frame
 		close(c.done)
 		if bc.answered() {
 			return
 		}
 	}
+}
+
+// answerFrames holds the frames of large fetch answers. Allocated afresh,
+// each is zeroed before the socket overwrites it (13 % of the proxy's CPU
+// when fetches fan out over three brokers). Only the fan-out gives frames
+// back (splitFetch.answered), once the client's answer made of them is
+// written; any other answer's frame is left to the GC.
+var answerFrames framePool
+
+// readAnswerFrame reads an answer frame of size bytes, a large fetch
+// answer into a pooled buffer.
+func readAnswerFrame(br *bufio.Reader, key int16, size int32) ([]byte, error) {
+	if key != fetchKey || size < pooledFrameMin {
+		return protocol.ReadFrameBody(br, size)
+	}
+	frame := answerFrames.get(int(size))
+	return frame, protocol.ReadFrameInto(br, frame)
 }
 
 // answered counts one call answered and closes a retired connection whose
