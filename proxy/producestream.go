@@ -70,14 +70,29 @@ func (s *requestStream) moveTo(dst net.Conn, head net.Buffers) error {
 	if rest == 0 {
 		return nil
 	}
-	// *net.TCPConn.ReadFrom splices when the source is a *net.TCPConn
-	// under an io.LimitedReader; other connections are copied.
-	moved, err := io.Copy(dst, &io.LimitedReader{R: s.conn, N: rest})
-	if err == nil && moved < rest {
-		err = fmt.Errorf("client sent %d of %d bytes: %w", moved, rest, io.ErrUnexpectedEOF)
+	// The write deadline bounds each chunk, not the whole body: a client
+	// on a slow link may take longer than that to send a large produce,
+	// which is no fault of the broker's.
+	for rest > 0 {
+		chunk := min(rest, streamChunk)
+		dst.SetWriteDeadline(time.Now().Add(upstreamWriteTimeout))
+		// *net.TCPConn.ReadFrom splices when the source is a
+		// *net.TCPConn under an io.LimitedReader; other connections
+		// are copied.
+		moved, err := io.Copy(dst, &io.LimitedReader{R: s.conn, N: chunk})
+		if err == nil && moved < chunk {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return fmt.Errorf("produce body: moved %d of %d bytes: %w", s.n-rest+moved, s.n, err)
+		}
+		rest -= moved
 	}
-	return err
+	return nil
 }
+
+// streamChunk is how much of a streamed body one write deadline covers.
+const streamChunk = 256 << 10
 
 // mayStreamProduce says whether a frame of size bytes could be a produce
 // to stream: large, and nothing but its upstream broker needs its batches.

@@ -75,25 +75,28 @@ func fakeBroker(t *testing.T, serve func(net.Conn)) (*brokerConn, context.Contex
 	return bc, ctx
 }
 
-// streamFrom sets up a client that writes frame (size prefix already
-// read, as the proxy's reader has when it decides to stream) and the
-// requestStream over the proxy's end.
-func streamFrom(t *testing.T, frame []byte, hlen int, sendAll bool) (*requestStream, *bufio.Reader, net.Conn) {
+// streamFrom sets up a client that sends frame (size prefix already read,
+// as the proxy's reader has when it decides to stream) the way send does,
+// and the requestStream over the proxy's end.
+func streamFrom(t *testing.T, frame []byte, hlen int, send func(client net.Conn)) (*requestStream, *bufio.Reader, net.Conn) {
 	t.Helper()
 	client, server := tcpPair(t)
-	go func() {
-		if sendAll {
-			client.Write(frame)
-		} else {
-			client.Write(frame[:len(frame)/2])
-			client.Close()
-		}
-	}()
+	go send(client)
 	br := bufio.NewReaderSize(server, 64<<10)
 	if _, err := br.Peek(hlen); err != nil {
 		t.Fatal(err)
 	}
 	return &requestStream{src: br, conn: server, skip: hlen, n: int64(len(frame) - hlen), done: make(chan error, 1)}, br, client
+}
+
+func sendWhole(frame []byte) func(net.Conn) { return func(c net.Conn) { c.Write(frame) } }
+
+// sendHalf sends half the frame and disconnects.
+func sendHalf(frame []byte) func(net.Conn) {
+	return func(c net.Conn) {
+		c.Write(frame[:len(frame)/2])
+		c.Close()
+	}
 }
 
 func testFrame(t *testing.T, bodyLen int) (frame []byte, hlen int) {
@@ -118,7 +121,7 @@ func TestSendStreamMovesTheFrameIntact(t *testing.T) {
 		// Answer, so the call completes: correlation id and a body.
 		conn.Write(protocol.AppendFrame(nil, append(append([]byte{}, f[4:8]...), 0)))
 	})
-	s, br, _ := streamFrom(t, frame, hlen, true)
+	s, br, _ := streamFrom(t, frame, hlen, sendWhole(frame))
 	cl, taken, err := bc.SendStream(ctx, 0, 9, frame[:hlen], s, true)
 	if !taken || err != nil {
 		t.Fatalf("taken %v, err %v", taken, err)
@@ -154,7 +157,11 @@ func TestSendStreamBrokenMidBody(t *testing.T) {
 				}
 				io.Copy(io.Discard, conn)
 			})
-			s, _, _ := streamFrom(t, frame, hlen, side == "broker")
+			send := sendWhole(frame)
+			if side == "client" {
+				send = sendHalf(frame)
+			}
+			s, _, _ := streamFrom(t, frame, hlen, send)
 			cl, taken, err := bc.SendStream(ctx, 0, 9, frame[:hlen], s, true)
 			if !taken || err == nil || ctx.Err() != nil {
 				t.Fatalf("taken %v, err %v (deadline: %v): want the broken stream's error", taken, err, ctx.Err())
@@ -170,6 +177,40 @@ func TestSendStreamBrokenMidBody(t *testing.T) {
 	}
 }
 
+// A client on a slow link may take longer than the upstream write timeout
+// to send a large produce: the timeout bounds each chunk moved, so a body
+// that keeps coming goes through whole, however long it takes.
+func TestSendStreamSlowClient(t *testing.T) {
+	defer func(d time.Duration) { upstreamWriteTimeout = d }(upstreamWriteTimeout)
+	upstreamWriteTimeout = 400 * time.Millisecond
+	frame, hlen := testFrame(t, 2<<20)
+	got := make(chan []byte, 1)
+	bc, ctx := fakeBroker(t, func(conn net.Conn) {
+		f, _ := protocol.ReadFrame(conn, 64<<20)
+		got <- f
+	})
+	paced := func(c net.Conn) { // 32 KiB every 20 ms: 1.6 MB/s, 1.3 s in all
+		for rest := frame; len(rest) > 0; {
+			n := min(len(rest), 32<<10)
+			if _, err := c.Write(rest[:n]); err != nil {
+				return
+			}
+			rest = rest[n:]
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	s, _, _ := streamFrom(t, frame, hlen, paced)
+	start := time.Now()
+	_, taken, err := bc.SendStream(ctx, 0, 9, frame[:hlen], s, true)
+	if !taken || err != nil {
+		t.Fatalf("taken %v, err %v after %v: a slow client's produce failed on the write timeout (%v)", taken, err, time.Since(start), upstreamWriteTimeout)
+	}
+	if f := <-got; len(f) != len(frame) || !bytes.Equal(f[8:], frame[8:]) {
+		t.Fatalf("broker got %d bytes that differ from the client's %d", len(f), len(frame))
+	}
+	t.Logf("moved %d bytes in %v with a %v timeout", len(frame), time.Since(start).Round(time.Millisecond), upstreamWriteTimeout)
+}
+
 // A stream whose connection closes before its turn is withdrawn: nothing
 // of it was read, so the caller can still read the request whole.
 func TestSendStreamWithdrawnUntouched(t *testing.T) {
@@ -181,7 +222,7 @@ func TestSendStreamWithdrawnUntouched(t *testing.T) {
 		t.Fatal(err)
 	}
 	frame, hlen := testFrame(t, 1<<20)
-	s, br, _ := streamFrom(t, frame, hlen, true)
+	s, br, _ := streamFrom(t, frame, hlen, sendWhole(frame))
 	buffered := br.Buffered()
 	go func() {
 		time.Sleep(200 * time.Millisecond)

@@ -23,6 +23,10 @@ const (
 	authTimeout = 15 * time.Second
 )
 
+// upstreamWriteTimeout bounds the write of one request to a broker (of
+// each streamChunk of a streamed one). A variable for tests.
+var upstreamWriteTimeout = 30 * time.Second
+
 // errConnClosed is returned for calls on, or pending on, a closed upstream
 // connection.
 var errConnClosed = errors.New("upstream connection closed")
@@ -328,7 +332,7 @@ func (bc *brokerConn) writeLoop() {
 func (bc *brokerConn) write(o outgoing, flush bool) error {
 	bc.wmu.Lock()
 	defer bc.wmu.Unlock()
-	bc.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	bc.conn.SetWriteDeadline(time.Now().Add(upstreamWriteTimeout))
 	var err error
 	if o.stream != nil {
 		if !o.stream.state.CompareAndSwap(streamQueued, streamTaken) {
