@@ -92,7 +92,7 @@ func (s *requestStream) moveTo(dst net.Conn, head net.Buffers) error {
 }
 
 // streamChunk is how much of a streamed body one write deadline covers.
-const streamChunk = 256 << 10
+const streamChunk = 1 << 20
 
 // mayStreamProduce says whether a frame of size bytes could be a produce
 // to stream: large, and nothing but its upstream broker needs its batches.

@@ -182,21 +182,21 @@ func TestSendStreamBrokenMidBody(t *testing.T) {
 // that keeps coming goes through whole, however long it takes.
 func TestSendStreamSlowClient(t *testing.T) {
 	defer func(d time.Duration) { upstreamWriteTimeout = d }(upstreamWriteTimeout)
-	upstreamWriteTimeout = 400 * time.Millisecond
-	frame, hlen := testFrame(t, 2<<20)
+	upstreamWriteTimeout = time.Second
+	frame, hlen := testFrame(t, 8<<20)
 	got := make(chan []byte, 1)
 	bc, ctx := fakeBroker(t, func(conn net.Conn) {
 		f, _ := protocol.ReadFrame(conn, 64<<20)
 		got <- f
 	})
-	paced := func(c net.Conn) { // 32 KiB every 20 ms: 1.6 MB/s, 1.3 s in all
+	paced := func(c net.Conn) { // 64 KiB every 10 ms: 6.5 MB/s, 1.3 s in all
 		for rest := frame; len(rest) > 0; {
-			n := min(len(rest), 32<<10)
+			n := min(len(rest), 64<<10)
 			if _, err := c.Write(rest[:n]); err != nil {
 				return
 			}
 			rest = rest[n:]
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	s, _, _ := streamFrom(t, frame, hlen, paced)
