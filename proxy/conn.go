@@ -34,9 +34,6 @@ type pendingResponse struct {
 	start    time.Time
 	finish   finishFunc
 	reserved int64 // memory.go: given back once the answer is written
-	// frame, when set, is a pooled produce frame (framepool.go) that
-	// nothing refers to once the answer is written.
-	frame []byte
 	// streamable, when set, is the one upstream call whose answer may be
 	// cut through to the client unchanged (cutthrough.go); finish then
 	// runs only if it was read into memory instead. streamMoved, when
@@ -46,8 +43,8 @@ type pendingResponse struct {
 	// finishParts, when set, answers instead of finish (which gives the
 	// same answer in one buffer).
 	finishParts partsFunc
-	// afterWrite, when set, runs once the answer is written (gives
-	// pooled answer frames back).
+	// afterWrite, when set, runs once the answer is written: it gives
+	// pooled frames back (framepool.go).
 	afterWrite func()
 }
 
@@ -229,18 +226,7 @@ func (c *clientConn) readLoop() error {
 		if c.auth != nil && !c.auth.authenticated {
 			maxFrame = min(maxFrame, maxPreAuthFrame)
 		}
-		size, err := protocol.ReadFrameSize(br, maxFrame)
-		if err == nil {
-			var streamed bool
-			if streamed, err = c.streamProduce(br, size); streamed && err == nil {
-				continue
-			}
-		}
-		var frame []byte
-		var pooled bool
-		if err == nil {
-			frame, pooled, err = c.readFrameBody(br, size)
-		}
+		frame, pooled, streamed, err := c.readFrame(br, maxFrame)
 		if err != nil && c.p.draining.Load() {
 			return nil // shutting down: answer what was read, then close
 		}
@@ -249,6 +235,9 @@ func (c *clientConn) readLoop() error {
 				return fmt.Errorf("client frame refused: %w", err)
 			}
 			return err
+		}
+		if streamed {
+			continue // forwarded and its answer queued (producestream.go)
 		}
 		c.p.metrics.bytesIn.Add(float64(len(frame) + 4))
 		req, known, err := protocol.ParseRequest(frame)
@@ -288,7 +277,7 @@ func (c *clientConn) readLoop() error {
 			// Back to the pool once answered, when the request was
 			// long written upstream. An acks=0 produce has no answer to
 			// say when it is written: its frame is left to the GC.
-			pr.frame = frame
+			pr.afterWrite = func() { pooledFrames.put(frame) } // Produce sets none of its own
 		}
 		if pr.finish == nil { // no response expected (acks=0)
 			c.release(pr.reserved)
@@ -307,18 +296,26 @@ func (c *clientConn) readLoop() error {
 	}
 }
 
-// readFrameBody reads a client's frame of size bytes. A produce frame is
+// readFrame reads a client's frame, or forwards it as it arrives when it
+// is a produce that can be (streamed; producestream.go). A produce frame is
 // read into a pooled buffer when nothing will refer to it after its answer
 // (framepool.go): pooled says so.
-func (c *clientConn) readFrameBody(br *bufio.Reader, size int32) (frame []byte, pooled bool, err error) {
+func (c *clientConn) readFrame(br *bufio.Reader, maxFrame int32) (frame []byte, pooled, streamed bool, err error) {
+	size, err := protocol.ReadFrameSize(br, maxFrame)
+	if err != nil {
+		return nil, false, false, err
+	}
+	if streamed, err = c.streamProduce(br, size); streamed || err != nil {
+		return nil, false, streamed, err
+	}
 	if size >= pooledFrameMin && c.p.cfg.Feed == nil {
 		if key, err := br.Peek(2); err == nil && key[0] == 0 && key[1] == byte(kmsg.Produce) {
-			frame = c.p.frames.get(int(size))
-			return frame, true, protocol.ReadFrameInto(br, frame)
+			frame = pooledFrames.get(int(size))
+			return frame, true, false, protocol.ReadFrameInto(br, frame)
 		}
 	}
 	frame, err = protocol.ReadFrameBody(br, size)
-	return frame, false, err
+	return frame, false, false, err
 }
 
 func (c *clientConn) writeLoop() error {
@@ -375,7 +372,6 @@ func (c *clientConn) writeLoop() error {
 		if err := bw.Flush(); err != nil {
 			return err
 		}
-		c.p.frames.put(pr.frame)
 		if pr.afterWrite != nil {
 			pr.afterWrite()
 		}

@@ -101,7 +101,7 @@ type splitFetch struct {
 // pending one is removed when the next fetch looks at it.
 func (f *splitFetch) giveBack() {
 	for _, frame := range f.answered {
-		answerFrames.put(frame)
+		pooledFrames.put(frame)
 	}
 	f.answered = nil
 }

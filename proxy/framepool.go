@@ -5,18 +5,25 @@ import (
 	"sync"
 )
 
-// Produce frames are the bulk of what clients send, megabytes each at full
-// speed. Allocated afresh, every one is zeroed by the runtime before the
-// socket overwrites it, and becomes garbage a few milliseconds later. When
-// nothing can keep a produce frame past its answer (no mirror feed, which
-// queues the batches it is given), the frame goes back to a pool once the
-// answer is written and the next produce reads into it.
+// Produce frames and fetch answers are the bulk of what the proxy reads,
+// megabytes each at full speed. Allocated afresh, every frame is zeroed by
+// the runtime before the socket overwrites it (21 % of the proxy's CPU on
+// produces, 13 % on fetches fanned out over three brokers), and becomes
+// garbage a few milliseconds later. Large ones are read into buffers of
+// pooledFrames instead. A frame goes back to the pool only where it is
+// known that nothing refers to it once a client's answer is written
+// (pendingResponse.afterWrite): a produce frame when no mirror feed queued
+// its batches, the upstream answers a fanned-out fetch was merged from.
+// Any other pooled frame is left to the GC.
 
 // pooledFrameMin is the smallest frame worth pooling; smaller ones are
 // cheap to allocate.
 const pooledFrameMin = 64 << 10
 
-// framePool holds produce frames by power-of-two capacity class.
+// pooledFrames holds the frames given back, for every connection.
+var pooledFrames framePool
+
+// framePool holds frames by power-of-two capacity class.
 type framePool struct {
 	classes [32]sync.Pool // index: bits.Len of (capacity-1)
 }

@@ -45,7 +45,6 @@ type Proxy struct {
 	scramServers map[string]*scram.Server
 
 	budget *memoryBudget // memory.go
-	frames framePool     // framepool.go
 	// perIP counts open client connections per remote IP, under connsMu,
 	// for MaxConnectionsPerIP.
 	perIP map[string]int

@@ -71,7 +71,7 @@ type call struct {
 	corr         int32
 	done         chan struct{}
 	body         []byte // response body, header stripped
-	frame        []byte // the whole answer frame body lies in (answerFrames)
+	frame        []byte // the whole answer frame body lies in (framepool.go)
 	err          error
 
 	// handover and stream let the client's writer take the body
@@ -222,7 +222,7 @@ func (bc *brokerConn) SendParts(key, version int16, header []byte, parts [][]byt
 	for _, p := range parts {
 		o.n += len(p)
 	}
-	c, err := bc.enqueue(key, version, header, o, int64(o.n), expectResponse)
+	c, err := bc.enqueue(key, version, header, o, expectResponse)
 	if err != nil || !expectResponse {
 		return nil, err
 	}
@@ -235,7 +235,7 @@ func (bc *brokerConn) SendParts(key, version int16, header []byte, parts [][]byt
 // false when the body was never touched (the connection closed before its
 // turn came); the caller then still has the whole request to read.
 func (bc *brokerConn) SendStream(ctx context.Context, key, version int16, header []byte, s *requestStream, expectResponse bool) (c *call, taken bool, err error) {
-	c, err = bc.enqueue(key, version, header, outgoing{stream: s}, s.n, expectResponse)
+	c, err = bc.enqueue(key, version, header, outgoing{stream: s}, expectResponse)
 	if err != nil {
 		return nil, false, err
 	}
@@ -257,11 +257,11 @@ func (bc *brokerConn) SendStream(ctx context.Context, key, version int16, header
 	return c, true, <-s.done
 }
 
-// enqueue numbers a request of bodyLen body bytes with this connection's
-// next correlation id and queues it for the writer, and its call for the
-// reader when an answer is expected: both under writeMu, so requests and
-// calls queue in the same order.
-func (bc *brokerConn) enqueue(key, version int16, header []byte, o outgoing, bodyLen int64, expectResponse bool) (*call, error) {
+// enqueue numbers a request (its body in o) with this connection's next
+// correlation id and queues it for the writer, and its call for the reader
+// when an answer is expected: both under writeMu, so requests and calls
+// queue in the same order.
+func (bc *brokerConn) enqueue(key, version int16, header []byte, o outgoing, expectResponse bool) (*call, error) {
 	bc.writeMu.Lock()
 	defer bc.writeMu.Unlock()
 	select {
@@ -272,7 +272,10 @@ func (bc *brokerConn) enqueue(key, version int16, header []byte, o outgoing, bod
 	bc.nextCorr++
 	c := &call{key: key, version: version, corr: bc.nextCorr, done: make(chan struct{})}
 	o.key, o.hdr = key, protocol.WithCorrelationID(header, c.corr)
-	n := int64(len(o.hdr)) + bodyLen
+	n := int64(len(o.hdr)) + int64(o.n)
+	if o.stream != nil {
+		n += o.stream.n
+	}
 	binary.BigEndian.PutUint32(o.size[:], uint32(n))
 	// Enqueue the call before the request: the reader may see the
 	// response before Send returns.
@@ -432,20 +435,13 @@ func (bc *brokerConn) readLoop() {
 	}
 }
 
-// answerFrames holds the frames of large fetch answers. Allocated afresh,
-// each is zeroed before the socket overwrites it (13 % of the proxy's CPU
-// when fetches fan out over three brokers). Only the fan-out gives frames
-// back (splitFetch.answered), once the client's answer made of them is
-// written; any other answer's frame is left to the GC.
-var answerFrames framePool
-
 // readAnswerFrame reads an answer frame of size bytes, a large fetch
-// answer into a pooled buffer.
+// answer into a pooled buffer (framepool.go; the fan-out gives it back).
 func readAnswerFrame(br *bufio.Reader, key int16, size int32) ([]byte, error) {
 	if key != fetchKey || size < pooledFrameMin {
 		return protocol.ReadFrameBody(br, size)
 	}
-	frame := answerFrames.get(int(size))
+	frame := pooledFrames.get(int(size))
 	return frame, protocol.ReadFrameInto(br, frame)
 }
 
