@@ -433,15 +433,14 @@ func (c *clientConn) writeStreamed(bw *bufio.Writer, pr *pendingResponse) (bool,
 	}
 	head := appendResponseHead(nil, &pr.req, int(s.n))
 	c.conn.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
-	_, err = bw.Write(head)
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err != nil {
+	if _, err = bw.Write(head); err != nil {
 		s.abort(err)
 		return true, err
 	}
-	n, err := s.copyTo(c.conn)
+	n, err := s.copyTo(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
 	if err != nil {
 		return true, fmt.Errorf("%s v%d (correlation id %d): %w", kmsg.NameForKey(pr.req.APIKey), pr.req.APIVersion, pr.req.CorrelationID, err)
 	}

@@ -49,12 +49,15 @@ type bodyStream struct {
 }
 
 // copyTo writes the body to dst and tells the upstream reader it may go on
-// (with the error when the upstream stream is broken mid-body).
-func (s *bodyStream) copyTo(dst io.Writer) (int64, error) {
+// (with the error when the upstream stream is broken mid-body). The caller
+// flushes dst. Going through dst's buffer, a small answer leaves in one
+// write with its head, as a client expects it; a large one fills the
+// buffer once, and then bufio.Writer.ReadFrom hands the rest to
+// *net.TCPConn.ReadFrom, which splices when the source is a *net.TCPConn
+// under an io.LimitedReader.
+func (s *bodyStream) copyTo(dst *bufio.Writer) (int64, error) {
 	n, err := io.CopyN(dst, s.br, s.nbuf)
 	if err == nil && n < s.n {
-		// *net.TCPConn.ReadFrom splices when the source is a
-		// *net.TCPConn under an io.LimitedReader.
 		var m int64
 		m, err = io.Copy(dst, &io.LimitedReader{R: s.conn, N: s.n - n})
 		n += m

@@ -382,7 +382,7 @@ func TestUpstreamDiesMidAnswerFailsTheCall(t *testing.T) {
 			if offered {
 				var s *bodyStream
 				if s, werr = cl.offerStream(ctx, nil); s != nil {
-					_, werr = s.copyTo(io.Discard)
+					_, werr = s.copyTo(bufio.NewWriter(io.Discard))
 				} else if werr == nil {
 					_, werr = cl.wait(ctx)
 				}
@@ -393,6 +393,72 @@ func TestUpstreamDiesMidAnswerFailsTheCall(t *testing.T) {
 				t.Fatalf("got %v (deadline: %v); want the broken answer's error before the deadline", werr, ctx.Err())
 			}
 			t.Logf("the call failed: %v", werr)
+		})
+	}
+}
+
+// countingWriter counts the writes that reach it, as a socket counts the
+// segments a client wakes up for.
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+// A streamed answer leaves with its head in one write when it fits the
+// writer's buffer, even when its body arrives in pieces, and moves intact
+// when it does not fit.
+func TestStreamedAnswerWrites(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		body      int
+		maxWrites int
+	}{
+		{"small body in two pieces", 1200, 1},
+		{"large body", 1 << 20, 1<<20/(64<<10) + 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := make([]byte, tc.body)
+			rand.Read(body)
+			upstream, feed := net.Pipe()
+			defer upstream.Close()
+			// The reader's buffer holds the first 100 bytes; the rest is
+			// still in the socket, written in two pieces.
+			br := bufio.NewReader(io.MultiReader(bytes.NewReader(body[:100]), upstream))
+			if _, err := br.Peek(100); err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				half := 100 + (tc.body-100)/2
+				feed.Write(body[100:half])
+				feed.Write(body[half:])
+			}()
+			s := &bodyStream{br: br, nbuf: 100, conn: upstream, n: int64(tc.body), done: make(chan error, 1)}
+			var out countingWriter
+			bw := bufio.NewWriterSize(&out, 64<<10)
+			head := []byte("head")
+			bw.Write(head)
+			n, err := s.copyTo(bw)
+			if err == nil {
+				err = bw.Flush()
+			}
+			if err != nil || n != int64(tc.body) {
+				t.Fatalf("moved %d of %d bytes: %v", n, tc.body, err)
+			}
+			if err := <-s.done; err != nil {
+				t.Fatalf("the reader was told %v", err)
+			}
+			if !bytes.Equal(out.Bytes(), append(head, body...)) {
+				t.Fatal("the answer arrived changed")
+			}
+			if out.writes > tc.maxWrites {
+				t.Fatalf("the answer took %d writes; want at most %d", out.writes, tc.maxWrites)
+			}
+			t.Logf("%d bytes in %d writes", out.Len(), out.writes)
 		})
 	}
 }

@@ -312,7 +312,7 @@ func (c *Cluster) startJVM(dir, props, label string, dumpCDS bool) (*process, er
 	fmt.Fprintf(logf, "==== kafkatest: starting broker %s at %s\n", label, time.Now().Format(time.RFC3339Nano))
 
 	cds, cdsFinish := cdsFlags(c.libs, java, archiveName(MainKafka), dumpCDS)
-	args := append(brokerJVMOpts(c.opts.HeapMB), cds...)
+	args := append(BrokerJVMOpts(c.opts.HeapMB, c.opts.ShippedJVM), cds...)
 	args = append(args,
 		"-Dlog4j2.configurationFile="+filepath.Join(c.libs, "log4j2.properties"),
 		"-Dkafkatest.log.level="+c.opts.LogLevel,
@@ -340,17 +340,23 @@ func (c *Cluster) startJVM(dir, props, label string, dumpCDS bool) (*process, er
 	return p, nil
 }
 
-// brokerJVMOpts keep the broker small: a capped heap, and the serial
-// collector so that a couple of brokers plus the tests fit on 2 CPUs.
-func brokerJVMOpts(heapMB int) []string {
-	return []string{
-		"-Xms" + strconv.Itoa(min(heapMB, 128)) + "m",
-		"-Xmx" + strconv.Itoa(heapMB) + "m",
-		"-XX:+UseSerialGC",
+// BrokerJVMOpts are the broker JVM's flags. They keep the broker small by default: a capped heap, and the
+// serial collector so that a couple of brokers plus the tests fit on 2
+// CPUs. shipped gives the heap and collector settings of Kafka's own start
+// scripts instead (KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS).
+func BrokerJVMOpts(heapMB int, shipped bool) []string {
+	heap := "-Xmx" + strconv.Itoa(heapMB) + "m"
+	opts := []string{"-Xms" + strconv.Itoa(min(heapMB, 128)) + "m", heap, "-XX:+UseSerialGC"}
+	if shipped {
+		opts = []string{"-Xms" + strconv.Itoa(heapMB) + "m", heap, "-server",
+			"-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
+			"-XX:+ExplicitGCInvokesConcurrent"}
+	}
+	return append(opts,
 		"-XX:+ExitOnOutOfMemoryError",
 		"-XX:-UsePerfData", // no /tmp/hsperfdata_* files
 		"-Djava.awt.headless=true",
-	}
+	)
 }
 
 // waitReady polls Metadata on the PLAINTEXT listener until the broker

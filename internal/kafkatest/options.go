@@ -113,6 +113,14 @@ type Options struct {
 
 	// HeapMB is the broker JVM's maximum heap (default 512).
 	HeapMB int
+	// ShippedJVM runs the broker JVM with the settings Apache Kafka's own
+	// bin/kafka-server-start.sh and kafka-run-class.sh give it: a fixed
+	// heap (-Xms = -Xmx = HeapMB) and G1 with a 20 ms pause goal. The
+	// default is the harness's small profile (serial collector, a heap
+	// that starts at 128 MiB), which lets several brokers share 2 CPUs
+	// with the tests but pauses for longer. Benchmarks use ShippedJVM, so
+	// their latency tails are those of a broker as operators run it.
+	ShippedJVM bool
 	// StartTimeout bounds formatting plus start-up until the broker answers
 	// Metadata (default 90s), for Start and each Restart.
 	StartTimeout time.Duration

@@ -59,6 +59,7 @@ type config struct {
 	latencyDuration time.Duration
 	latencyLinger   time.Duration
 	brokerHeapMB    int
+	brokerJVM       string
 	brokers         int
 	javaRecords     int64
 
@@ -112,6 +113,7 @@ func parseFlags() *config {
 	flag.DurationVar(&c.latencyLinger, "latency-linger", 0, "producer linger for latency runs")
 	flag.Int64Var(&c.javaRecords, "java-records", 300000, "records per run of the java-produce suite (Kafka's ProducerPerformance; add it with -suites)")
 	flag.IntVar(&c.brokerHeapMB, "broker-heap-mb", 1024, "heap of the broker started by the harness")
+	flag.StringVar(&c.brokerJVM, "broker-jvm", "shipped", "JVM settings of the broker started by the harness: shipped (those of Kafka's start scripts: fixed heap, G1 with a 20 ms pause goal) or small (the test harness's serial collector)")
 	flag.IntVar(&c.brokers, "brokers", 1, "brokers of the cluster the harness starts; with more than one, a topic's partitions have leaders on several and the proxy splits every produce and fetch")
 
 	flag.Int64Var(&c.mirrorRecords, "mirror-records", 300000, "mirror suite: records in the source topic before the replicator starts (throughput)")
@@ -139,6 +141,9 @@ func parseFlags() *config {
 	}
 	if c.relay && (c.bootstrap != "" || c.proxyBootstrap != "" || c.directOnly) {
 		log.Fatalf("-relay needs the harness's broker and measures the relay in place of the proxy: not with -bootstrap, -proxy-bootstrap or -direct-only")
+	}
+	if c.brokerJVM != "shipped" && c.brokerJVM != "small" {
+		log.Fatalf("-broker-jvm: %q is not shipped or small", c.brokerJVM)
 	}
 	if c.mirrorProduceVia != "source" && c.mirrorProduceVia != "proxy" {
 		log.Fatalf("-mirror-produce-via: %q is not source or proxy", c.mirrorProduceVia)
@@ -292,6 +297,9 @@ func run(ctx context.Context, cfg *config) (int, error) {
 	if cfg.brokers > 1 {
 		brokerNote = fmt.Sprintf("KRaft cluster of %d brokers started by internal/kafkatest (the first also the controller; topics have one replica, so partitions spread over the brokers)", cfg.brokers)
 	}
+	if cfg.bootstrap == "" {
+		brokerNote += fmt.Sprintf(", JVM %s", strings.Join(kafkatest.BrokerJVMOpts(cfg.brokerHeapMB, cfg.brokerJVM == "shipped"), " "))
+	}
 	bootstrap := cfg.bootstrap
 	// With -relay: the relay's address, which the broker advertises on
 	// its relayed listener, and that listener's own address.
@@ -300,7 +308,7 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		e.logf("starting Kafka %s ...", kafkatest.KafkaVersion)
 		var c *kafkatest.Cluster
 		for attempt := 1; ; attempt++ {
-			opts := kafkatest.Options{Name: "bench", HeapMB: cfg.brokerHeapMB, Brokers: cfg.brokers}
+			opts := kafkatest.Options{Name: "bench", HeapMB: cfg.brokerHeapMB, ShippedJVM: cfg.brokerJVM == "shipped", Brokers: cfg.brokers}
 			if cfg.relay {
 				if relayAddr, err = freeAddr(); err != nil {
 					return 1, err
