@@ -42,6 +42,7 @@ type config struct {
 	proxyArgs      string
 	directOnly     bool
 	relay          bool
+	baseline       string
 	pin            bool
 
 	rounds          int
@@ -93,6 +94,7 @@ func parseFlags() *config {
 	flag.IntVar(&c.proxyPID, "proxy-pid", 0, "with -proxy-bootstrap: pid of that proxy, for CPU per GB")
 	flag.StringVar(&c.proxyArgs, "proxy-args", "", "extra arguments for `kmigrate proxy`, space separated")
 	flag.BoolVar(&c.directOnly, "direct-only", false, "measure only the direct side (checks the generator and the broker; no ratios)")
+	flag.StringVar(&c.baseline, "baseline", "direct", "what the proxy is compared with: direct (clients talk to the broker) or relay (clients go through a plain byte relay, side by side in the same run: what the proxy costs beyond one more hop; needs the harness's single broker)")
 	flag.BoolVar(&c.relay, "relay", false, "measure a plain byte relay (no Kafka parsing, spliced copies) in place of the proxy: what one more loopback hop costs any proxy on this machine (needs the harness's broker, not -bootstrap)")
 
 	flag.BoolVar(&c.pin, "pin", false, "sidecar CPU layout: the broker JVMs on CPU 0, the load generator and the proxy on the other CPUs, as a sidecar shares its application's host and not the brokers' (needs taskset; with -bootstrap, pins -broker-pid)")
@@ -136,6 +138,12 @@ func parseFlags() *config {
 	if flag.NArg() > 0 {
 		log.Fatalf("unexpected arguments: %q", flag.Args())
 	}
+	if c.baseline != "direct" && c.baseline != "relay" {
+		log.Fatalf("-baseline: %q is not direct or relay", c.baseline)
+	}
+	if c.baseline == "relay" && (c.relay || c.brokers > 1 || c.bootstrap != "" || c.directOnly) {
+		log.Fatalf("-baseline relay needs the harness's single broker and the proxy: not with -relay, -brokers, -bootstrap or -direct-only")
+	}
 	if c.brokers > 1 && c.relay {
 		log.Fatalf("-relay needs a single broker: a relay forwards to one address")
 	}
@@ -162,7 +170,10 @@ func commandLine() string {
 // env is what every suite runs against.
 type env struct {
 	cfg    *config
-	direct side
+	direct side // the broker itself
+	// base is what the proxy is compared with: direct, or a byte relay
+	// (-baseline relay).
+	base   side
 	proxy  side
 	admin  *kadm.Client // direct to the broker
 	topics []string     // created by this run
@@ -309,7 +320,7 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		var c *kafkatest.Cluster
 		for attempt := 1; ; attempt++ {
 			opts := kafkatest.Options{Name: "bench", HeapMB: cfg.brokerHeapMB, ShippedJVM: cfg.brokerJVM == "shipped", Brokers: cfg.brokers}
-			if cfg.relay {
+			if cfg.relay || cfg.baseline == "relay" {
 				if relayAddr, err = freeAddr(); err != nil {
 					return 1, err
 				}
@@ -328,7 +339,7 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		}
 		defer c.Close()
 		bootstrap = c.Bootstrap()
-		if cfg.relay {
+		if cfg.relay || cfg.baseline == "relay" {
 			relayTo = c.Addr(kafkatest.Relayed)
 		}
 		e.logf("Kafka up at %s in %s", bootstrap, c.StartupTime().Round(time.Millisecond))
@@ -361,6 +372,7 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		}
 	}
 	e.direct = side{name: "direct", bootstrap: []string{bootstrap}}
+	e.base = e.direct
 	acl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap))
 	if err != nil {
 		return 1, err
@@ -382,6 +394,17 @@ func run(ctx context.Context, cfg *config) (int, error) {
 
 	// The proxy.
 	proxyNote := ""
+	if cfg.baseline == "relay" {
+		r, err := spawnRelay(ctx, relayAddr, relayTo, filepath.Join(work, "relay.log"))
+		if err != nil {
+			return 1, err
+		}
+		defer r.stop()
+		e.base = side{name: "relay", bootstrap: []string{r.addr}}
+		e.tracked = append(e.tracked, tracked{label: "relay", pid: r.pid(), onlySide: "relay"})
+		proxyNote = fmt.Sprintf("compared with a byte relay (`-baseline relay`: a subprocess (pid %d) copying bytes both ways with io.Copy, spliced on Linux, no Kafka parsing, at %s, in front of a broker listener that advertises it); ", r.pid(), r.addr)
+		e.logf("relay up at %s -> %s (pid %d)", r.addr, relayTo, r.pid())
+	}
 	if !cfg.directOnly {
 		switch {
 		case cfg.relay:
@@ -420,7 +443,7 @@ func run(ctx context.Context, cfg *config) (int, error) {
 			defer p.stop()
 			e.proxy = side{name: "proxy", bootstrap: []string{p.addr}}
 			e.tracked = append(e.tracked, tracked{label: "proxy", pid: p.pid(), onlySide: "proxy"})
-			proxyNote = fmt.Sprintf("`kmigrate proxy` subprocess (pid %d) at %s", p.pid(), p.addr)
+			proxyNote += fmt.Sprintf("`kmigrate proxy` subprocess (pid %d) at %s", p.pid(), p.addr)
 			e.logf("proxy up at %s (pid %d)", p.addr, p.pid())
 		}
 	}
@@ -523,6 +546,8 @@ func run(ctx context.Context, cfg *config) (int, error) {
 	switch {
 	case cfg.relay:
 		proxyBegin, proxyEnd = relayBeginMarker, relayEndMarker
+	case cfg.baseline == "relay":
+		proxyBegin, proxyEnd = vsRelayBeginMarker, vsRelayEndMarker
 	case cfg.brokers > 1:
 		proxyBegin, proxyEnd = brokersBeginMarker, brokersEndMarker
 	}

@@ -89,13 +89,13 @@ func allSuites() []suite {
 // defaultSuites is what `make bench` runs.
 const defaultSuites = "produce,consume,latency,latency-paired,mirror"
 
-func directVsProxy(e *env) [2]side { return [2]side{e.direct, e.proxy} }
+func baseVsProxy(e *env) [2]side { return [2]side{e.base, e.proxy} }
 
 // produceSuite: acks=all throughput, as fast as the path allows.
 type produceSuite struct{}
 
 func (*produceSuite) name() string                      { return "produce" }
-func (*produceSuite) sides(e *env) [2]side              { return directVsProxy(e) }
+func (*produceSuite) sides(e *env) [2]side              { return baseVsProxy(e) }
 func (*produceSuite) setup(context.Context, *env) error { return nil }
 func (*produceSuite) run(ctx context.Context, e *env, s side, round int) (measurement, error) {
 	topic, err := e.freshTopic(ctx, "produce", s.name, round)
@@ -154,7 +154,7 @@ type consumeSuite struct {
 }
 
 func (*consumeSuite) name() string         { return "consume" }
-func (*consumeSuite) sides(e *env) [2]side { return directVsProxy(e) }
+func (*consumeSuite) sides(e *env) [2]side { return baseVsProxy(e) }
 func (c *consumeSuite) setup(ctx context.Context, e *env) error {
 	topic, err := e.freshTopic(ctx, "consume", "fill", 0)
 	if err != nil {
@@ -229,7 +229,7 @@ func (c *consumeSuite) run(ctx context.Context, e *env, s side, round int) (meas
 type latencySuite struct{}
 
 func (*latencySuite) name() string                      { return "latency" }
-func (*latencySuite) sides(e *env) [2]side              { return directVsProxy(e) }
+func (*latencySuite) sides(e *env) [2]side              { return baseVsProxy(e) }
 func (*latencySuite) setup(context.Context, *env) error { return nil }
 func (*latencySuite) run(ctx context.Context, e *env, s side, round int) (measurement, error) {
 	topic, err := e.freshTopic(ctx, "latency", s.name, round)
@@ -356,7 +356,7 @@ func (e *env) measure(s side, f func() error) (usage, error) {
 type javaProduceSuite struct{}
 
 func (*javaProduceSuite) name() string                      { return "java-produce" }
-func (*javaProduceSuite) sides(e *env) [2]side              { return directVsProxy(e) }
+func (*javaProduceSuite) sides(e *env) [2]side              { return baseVsProxy(e) }
 func (*javaProduceSuite) setup(context.Context, *env) error { return nil }
 func (*javaProduceSuite) run(ctx context.Context, e *env, s side, round int) (measurement, error) {
 	topic, err := e.freshTopic(ctx, "javaproduce", s.name, round)
