@@ -67,7 +67,8 @@ fuzz:
 
 bench: deps
 	$(GO) run ./bench/cmd/kmigrate-bench -out docs/benchmarks.md
-	$(GO) run ./bench/cmd/kmigrate-bench -relay -suites produce,consume -out docs/benchmarks.md
+	$(GO) run ./bench/cmd/kmigrate-bench -relay -suites produce,consume,latency,latency-paired -out docs/benchmarks.md
+	$(GO) run ./bench/cmd/kmigrate-bench -baseline relay -suites produce,consume,latency,latency-paired -out docs/benchmarks.md
 	$(MAKE) bench-controlplane
 
 # Raft apply throughput and commit latency, memory and snapshot size per
