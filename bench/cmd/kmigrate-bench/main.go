@@ -392,31 +392,33 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		}()
 	}
 
-	// The proxy.
-	proxyNote := ""
-	if cfg.baseline == "relay" {
+	// The relay: in the proxy's place (-relay) or in direct's (-baseline
+	// relay).
+	var relaySide side
+	relayNote := ""
+	if cfg.relay || cfg.baseline == "relay" {
 		r, err := spawnRelay(ctx, relayAddr, relayTo, filepath.Join(work, "relay.log"))
 		if err != nil {
 			return 1, err
 		}
 		defer r.stop()
-		e.base = side{name: "relay", bootstrap: []string{r.addr}}
+		relaySide = side{name: "relay", bootstrap: []string{r.addr}}
 		e.tracked = append(e.tracked, tracked{label: "relay", pid: r.pid(), onlySide: "relay"})
-		proxyNote = fmt.Sprintf("compared with a byte relay (`-baseline relay`: a subprocess (pid %d) copying bytes both ways with io.Copy, spliced on Linux, no Kafka parsing, at %s, in front of a broker listener that advertises it); ", r.pid(), r.addr)
+		relayNote = fmt.Sprintf("a byte relay (a subprocess (pid %d) copying bytes both ways with io.Copy, spliced on Linux, no Kafka parsing) at %s, in front of a broker listener that advertises it", r.pid(), r.addr)
 		e.logf("relay up at %s -> %s (pid %d)", r.addr, relayTo, r.pid())
+	}
+
+	// The proxy.
+	proxyNote := ""
+	if cfg.baseline == "relay" {
+		e.base = relaySide
+		proxyNote = "compared with " + relayNote + " (`-baseline relay`); "
 	}
 	if !cfg.directOnly {
 		switch {
 		case cfg.relay:
-			r, err := spawnRelay(ctx, relayAddr, relayTo, filepath.Join(work, "relay.log"))
-			if err != nil {
-				return 1, err
-			}
-			defer r.stop()
-			e.proxy = side{name: "relay", bootstrap: []string{r.addr}}
-			e.tracked = append(e.tracked, tracked{label: "relay", pid: r.pid(), onlySide: "relay"})
-			proxyNote = fmt.Sprintf("a byte relay in place of the proxy (`-relay`: a subprocess (pid %d) copying bytes both ways with io.Copy, spliced on Linux, no Kafka parsing) at %s, in front of a broker listener that advertises it", r.pid(), r.addr)
-			e.logf("relay up at %s -> %s (pid %d)", r.addr, relayTo, r.pid())
+			e.proxy = relaySide
+			proxyNote = relayNote + ", in place of the proxy (`-relay`)"
 		case cfg.proxyBootstrap != "":
 			e.proxy = side{name: "proxy", bootstrap: []string{cfg.proxyBootstrap}}
 			proxyNote = "external proxy at " + cfg.proxyBootstrap
