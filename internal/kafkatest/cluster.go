@@ -340,19 +340,20 @@ func (c *Cluster) startJVM(dir, props, label string, dumpCDS bool) (*process, er
 	return p, nil
 }
 
-// BrokerJVMOpts are the broker JVM's flags. They keep the broker small by default: a capped heap, and the
-// serial collector so that a couple of brokers plus the tests fit on 2
-// CPUs. shipped gives the heap and collector settings of Kafka's own start
-// scripts instead (KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS).
+// BrokerJVMOpts are the broker JVM's flags. By default they keep the
+// broker small, a heap that starts at 128 MiB and the serial collector, so
+// that a couple of brokers plus the tests fit on 2 CPUs. shipped gives the
+// heap and collector settings of Kafka's own start scripts instead
+// (KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS).
 func BrokerJVMOpts(heapMB int, shipped bool) []string {
-	heap := "-Xmx" + strconv.Itoa(heapMB) + "m"
-	opts := []string{"-Xms" + strconv.Itoa(min(heapMB, 128)) + "m", heap, "-XX:+UseSerialGC"}
+	initialMB, gc := min(heapMB, 128), []string{"-XX:+UseSerialGC"}
 	if shipped {
-		opts = []string{"-Xms" + strconv.Itoa(heapMB) + "m", heap, "-server",
-			"-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-			"-XX:+ExplicitGCInvokesConcurrent"}
+		initialMB = heapMB
+		gc = []string{"-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+			"-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent"}
 	}
-	return append(opts,
+	opts := []string{"-Xms" + strconv.Itoa(initialMB) + "m", "-Xmx" + strconv.Itoa(heapMB) + "m"}
+	return append(append(opts, gc...),
 		"-XX:+ExitOnOutOfMemoryError",
 		"-XX:-UsePerfData", // no /tmp/hsperfdata_* files
 		"-Djava.awt.headless=true",

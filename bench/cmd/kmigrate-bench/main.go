@@ -160,6 +160,14 @@ func parseFlags() *config {
 	return c
 }
 
+// shippedJVM says whether the harness's brokers run with the JVM settings
+// of Kafka's start scripts (-broker-jvm shipped).
+func (c *config) shippedJVM() bool { return c.brokerJVM == "shipped" }
+
+// withRelay says whether the run has a byte relay: in the proxy's place
+// (-relay) or in direct's (-baseline relay).
+func (c *config) withRelay() bool { return c.relay || c.baseline == "relay" }
+
 // commandLine is how this run was invoked, for the report.
 func commandLine() string {
 	args := []string{"go run ./bench/cmd/kmigrate-bench"}
@@ -309,7 +317,7 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		brokerNote = fmt.Sprintf("KRaft cluster of %d brokers started by internal/kafkatest (the first also the controller; topics have one replica, so partitions spread over the brokers)", cfg.brokers)
 	}
 	if cfg.bootstrap == "" {
-		brokerNote += fmt.Sprintf(", JVM %s", strings.Join(kafkatest.BrokerJVMOpts(cfg.brokerHeapMB, cfg.brokerJVM == "shipped"), " "))
+		brokerNote += fmt.Sprintf(", JVM %s", strings.Join(kafkatest.BrokerJVMOpts(cfg.brokerHeapMB, cfg.shippedJVM()), " "))
 	}
 	bootstrap := cfg.bootstrap
 	// With -relay: the relay's address, which the broker advertises on
@@ -319,8 +327,8 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		e.logf("starting Kafka %s ...", kafkatest.KafkaVersion)
 		var c *kafkatest.Cluster
 		for attempt := 1; ; attempt++ {
-			opts := kafkatest.Options{Name: "bench", HeapMB: cfg.brokerHeapMB, ShippedJVM: cfg.brokerJVM == "shipped", Brokers: cfg.brokers}
-			if cfg.relay || cfg.baseline == "relay" {
+			opts := kafkatest.Options{Name: "bench", HeapMB: cfg.brokerHeapMB, ShippedJVM: cfg.shippedJVM(), Brokers: cfg.brokers}
+			if cfg.withRelay() {
 				if relayAddr, err = freeAddr(); err != nil {
 					return 1, err
 				}
@@ -339,7 +347,7 @@ func run(ctx context.Context, cfg *config) (int, error) {
 		}
 		defer c.Close()
 		bootstrap = c.Bootstrap()
-		if cfg.relay || cfg.baseline == "relay" {
+		if cfg.withRelay() {
 			relayTo = c.Addr(kafkatest.Relayed)
 		}
 		e.logf("Kafka up at %s in %s", bootstrap, c.StartupTime().Round(time.Millisecond))
@@ -396,7 +404,7 @@ func run(ctx context.Context, cfg *config) (int, error) {
 	// relay).
 	var relaySide side
 	relayNote := ""
-	if cfg.relay || cfg.baseline == "relay" {
+	if cfg.withRelay() {
 		r, err := spawnRelay(ctx, relayAddr, relayTo, filepath.Join(work, "relay.log"))
 		if err != nil {
 			return 1, err

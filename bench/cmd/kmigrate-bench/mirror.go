@@ -111,7 +111,7 @@ func (ms *mirrorSuite) setup(ctx context.Context, e *env) error {
 	} else {
 		e.logf("starting the mirror's target Kafka ...")
 		for attempt := 1; ; attempt++ {
-			ms.target, err = kafkatest.Start(ctx, kafkatest.Options{Name: "bench-target", HeapMB: cfg.brokerHeapMB, ShippedJVM: cfg.brokerJVM == "shipped"})
+			ms.target, err = kafkatest.Start(ctx, kafkatest.Options{Name: "bench-target", HeapMB: cfg.brokerHeapMB, ShippedJVM: cfg.shippedJVM()})
 			if err == nil {
 				break
 			}
